@@ -1,0 +1,277 @@
+"""Typed, read-only run configuration, loaded from YAML with command-line overrides.
+
+Every key is documented in ``configs/README.md`` and in the dataclass field comments below. Defaults are the
+reference (SASSNet, LA, 16 labeled cases); YAML files in ``configs/`` only state what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the source, the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: Optional[str] = None  # LA or NIfTI dataset root; None -> built-in phantom data
+    format: str = "auto"  # auto | la | nifti
+    train_list: str = "train.list"  # list file (relative to root) of training IDs
+    test_list: str = "test.list"  # list file (relative to root) of evaluation IDs
+    labeled: int = 16  # first N IDs of train_list are labeled, the rest unlabeled
+    labeled_list: Optional[str] = None  # explicit list of labeled IDs (overrides `labeled`)
+    unlabeled_list: Optional[str] = None  # explicit list of unlabeled IDs
+    val_list: Optional[str] = None  # list of validation IDs (labels used for validation Dice only)
+    patch_size: tuple = (112, 112, 80)  # random crop size (H, W, D); each divisible by 16
+    labeled_bs: int = 2  # labeled patches per batch
+    unlabeled_bs: int = 2  # unlabeled patches per batch
+    downsample: int = 1  # integer factor per axis applied on reading (2 = "LA half resolution")
+    num_parallel_calls: int = 2  # parallel crop/augment/SDM workers (0 = tf.data.AUTOTUNE)
+    prefetch: int = 2  # batches prefetched ahead of the training step
+    phantom_cases: int = 24  # built-in phantom: number of training cases generated
+    phantom_test_cases: int = 4  # built-in phantom: number of test cases generated
+    phantom_shape: tuple = (96, 80, 56)  # built-in phantom: approximate volume size (H, W, D)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_filters: int = 16  # V-Net base width (reference 16)
+    normalization: str = "batchnorm"  # batchnorm | groupnorm | instancenorm | none
+    dropout: float = 0.5  # channel-wise dropout rate on the bottleneck and last decoder feature
+    ndf: int = 64  # discriminator base width (reference 64)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: str = "sassnet"  # supervised | sdm | sassnet (the paper's ablation)
+    iterations: int = 6000  # total network updates
+    base_lr: float = 0.01  # network SGD learning rate
+    momentum: float = 0.9  # network SGD momentum
+    weight_decay: float = 1e-4  # network SGD weight decay (L2 added to the gradient, as torch SGD)
+    lr_decay_steps: tuple = (2500, 5000)  # iterations at which lr is multiplied by lr_decay_factor
+    lr_decay_factor: float = 0.1
+    d_lr: float = 1e-4  # discriminator Adam learning rate
+    d_beta_1: float = 0.9
+    d_beta_2: float = 0.99
+    sdm_weight: float = 0.3  # weight of the SDM MSE in the supervised loss
+    consistency: float = 0.01  # w(t) maximum: 0.01 for 16 labeled, 0.015 for 8 (reference)
+    rampup_interval: int = 150  # w(t) uses t // rampup_interval ...
+    rampup_length: int = 40  # ... over rampup_length intervals
+    d_reuse_forward: bool = False  # option: D step reuses the network step's outputs instead of a 2nd forward pass
+    seed: int = 1337
+    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
+    checkpoint_every: int = 200  # iterations between atomic checkpoints
+    val_every: int = 200  # iterations between validation Dice evaluations (0 = never)
+    val_cases: int = 2  # cases held for validation when no val_list is given (taken from the unlabeled tail)
+    log_every: int = 10  # iterations between TensorBoard scalar writes
+    image_every: int = 200  # iterations between TensorBoard image summaries (0 = never)
+    keep_checkpoints: int = 2  # checkpoints kept on disk
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    stride: tuple = (18, 18, 4)  # sliding-window stride (H, W, D)
+    threshold: float = 0.5
+    gaussian: bool = False  # Gaussian importance weighting instead of a plain average
+    batch_size: int = 4  # windows per forward pass
+    nms: bool = False  # keep the largest connected component
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+    def replace(self, **dotted: Any) -> "Config":
+        """Return a copy with dotted keys (``train.iterations=20``) replaced and validated."""
+        return from_dict(_merge(self.to_dict(), _nest(dotted, source="<replace>")), source="<replace>")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+_CHOICES = {
+    ("data", "format"): ("auto", "la", "nifti"),
+    ("model", "normalization"): ("batchnorm", "groupnorm", "instancenorm", "none"),
+    ("train", "mode"): ("supervised", "sdm", "sassnet"),
+    ("train", "precision"): ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+}
+
+
+def valid_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _nest(dotted: dict, source: str) -> dict:
+    out: dict = {}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"{source}: key {key!r} must be section.name; valid keys: {', '.join(valid_keys())}")
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the type of the field's default; raise ConfigError naming `where`."""
+    expected = type(default)
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: cannot parse {value!r}: {exc}") from None
+    if value is None:
+        return None
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value] * (len(default) or 1)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list like {list(default)}, got {value!r}")
+        if default and len(value) != len(default) and len(default) == 3:
+            raise ConfigError(f"{where}: expected {len(default)} values, got {len(value)} ({value!r})")
+        item = type(default[0]) if default else int
+        try:
+            return tuple(item(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected numbers, got {value!r}") from None
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(default, str) or default is None:
+        return value if isinstance(value, str) or default is None else str(value)
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict, source: str = "<dict>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections {list(_SECTIONS)}, got {type(raw).__name__}")
+    sections = {}
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section {name!r}; valid sections: {', '.join(_SECTIONS)}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping, got {values!r}")
+        cls = _SECTIONS[name]
+        defaults = cls()
+        kwargs = {}
+        for key, value in values.items():
+            if not hasattr(defaults, key):
+                raise ConfigError(
+                    f"{source}: unknown key {name}.{key}; valid keys: "
+                    + ", ".join(f"{name}.{f.name}" for f in dataclasses.fields(cls))
+                )
+            where = f"{source}: {name}.{key}"
+            kwargs[key] = _coerce(value, getattr(defaults, key), where)
+            choices = _CHOICES.get((name, key))
+            if choices and kwargs[key] not in choices:
+                raise ConfigError(f"{where}: {kwargs[key]!r} is not one of {', '.join(choices)}")
+        sections[name] = cls(**kwargs)
+    config = Config(**sections)
+    validate(config, source)
+    return config
+
+
+def validate(config: Config, source: str = "<config>") -> None:
+    d, t, e = config.data, config.train, config.eval
+    for i, p in enumerate(d.patch_size):
+        if p <= 0 or p % 16:
+            raise ConfigError(
+                f"{source}: data.patch_size {list(d.patch_size)}: axis {i} is {p}, expected a positive multiple of 16 "
+                "(the V-Net halves the patch four times)"
+            )
+    if d.labeled < 1:
+        raise ConfigError(f"{source}: data.labeled must be >= 1, got {d.labeled}")
+    if d.labeled_bs < 1 or d.unlabeled_bs < 0:
+        raise ConfigError(f"{source}: data.labeled_bs must be >= 1 and data.unlabeled_bs >= 0")
+    if t.mode == "sassnet" and d.unlabeled_bs < 1:
+        raise ConfigError(f"{source}: train.mode sassnet needs data.unlabeled_bs >= 1")
+    if d.downsample < 1:
+        raise ConfigError(f"{source}: data.downsample must be >= 1, got {d.downsample}")
+    if t.iterations < 1:
+        raise ConfigError(f"{source}: train.iterations must be >= 1, got {t.iterations}")
+    if t.checkpoint_every < 1:
+        raise ConfigError(f"{source}: train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+    if any(s <= 0 for s in e.stride):
+        raise ConfigError(f"{source}: eval.stride must be positive, got {list(e.stride)}")
+    if not 0.0 < e.threshold < 1.0:
+        raise ConfigError(f"{source}: eval.threshold must lie in (0, 1), got {e.threshold}")
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
+    """Load defaults <- YAML file at `path` <- dotted `overrides` (``{"train.iterations": "20"}``)."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = os.fspath(path)
+        if not os.path.isfile(source):
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            with open(source, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections {list(_SECTIONS)}")
+    base = from_dict(raw, source)
+    if overrides:
+        base = from_dict(_merge(base.to_dict(), _nest(overrides, "command line")), "command line")
+    return base
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Parse ``["train.iterations=20", ...]`` into a dict; raise ConfigError on a malformed item."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"command line: override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def save_config(config: Config, path: str) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from sassnet_tf.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
