@@ -36,7 +36,7 @@ class DataConfig:
     prefetch: int = 2  # batches prefetched ahead of the training step
     phantom_cases: int = 24  # built-in phantom: number of training cases generated
     phantom_test_cases: int = 4  # built-in phantom: number of test cases generated
-    phantom_shape: tuple = (96, 80, 56)  # built-in phantom: approximate volume size (H, W, D)
+    phantom_shape: tuple = (176, 144, 88)  # built-in phantom: median volume size (H, W, D); H, W vary per case like LA crops
 
 
 @dataclass(frozen=True)

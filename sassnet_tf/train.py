@@ -1,0 +1,86 @@
+"""`python train.py --labeled 16`: train SASSNet (or a baseline) into a run folder. See `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Optional
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def default_config_path(data_root: Optional[str], labeled: Optional[int]) -> Optional[str]:
+    """The config used when --config is not given: the phantom demo without data, else the paper's LA protocol."""
+    name = "phantom_demo.yaml" if not data_root else f"la_{labeled or 16}labeled.yaml"
+    path = os.path.join(CONFIG_DIR, name)
+    return path if os.path.isfile(path) else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py", description=__doc__,
+        epilog="Any config key can be overridden as section.key=value, e.g. train.base_lr=0.02 data.labeled_bs=4 "
+               "(see configs/README.md for every key).")
+    p.add_argument("--labeled", type=int, help="number of labeled cases: the first N of the train list (data.labeled)")
+    p.add_argument("--data-root", help="LA (UA-MT h5) or NIfTI (MSD / nnU-Net) dataset root; omitted: built-in "
+                                       "phantom data")
+    p.add_argument("--config", help="YAML config (default: configs/la_<N>labeled.yaml with data, "
+                                    "configs/phantom_demo.yaml without)")
+    p.add_argument("--output", help="run folder (default: runs/<config>-<time>)")
+    p.add_argument("--iterations", type=int, help="train.iterations")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--mode", choices=("supervised", "sdm", "sassnet"), help="train.mode")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its newest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable); bare KEY=VALUE arguments work too")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from sassnet_tf.config import ConfigError, load_config, parse_overrides
+    from sassnet_tf.data.errors import DataError
+    from sassnet_tf.training.run_dir import RunDir, RunDirError
+
+    try:
+        overrides = parse_overrides(args.sets + args.overrides)
+        flags = {"data.root": args.data_root, "data.labeled": args.labeled, "train.iterations": args.iterations,
+                 "train.precision": args.precision, "train.seed": args.seed, "train.mode": args.mode}
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        if args.resume and args.config is None and args.output and RunDir(args.output).exists():
+            config_path = RunDir(args.output).config_path  # resume with the run's own config
+        else:
+            config_path = args.config or default_config_path(args.data_root, args.labeled)
+        config = load_config(config_path, overrides)
+        output = args.output
+        if output is None:
+            if args.resume:
+                raise ConfigError("--resume needs --output RUN_DIR")
+            name = os.path.splitext(os.path.basename(config_path))[0] if config_path else "sassnet"
+            output = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        from sassnet_tf.training.trainer import Trainer, TrainingDiverged
+
+        logging.getLogger("sassnet_tf").info("config %s; output %s", config_path or "<defaults>", output)
+        state = Trainer(config, output, resume=args.resume, progress=not args.no_progress).fit()
+    except (ConfigError, DataError, RunDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    best = state.get("best") or {}
+    print(f"done: {output} (iteration {state.get('iteration')}, status {state.get('status')}"
+          + (f", best validation Dice {best['dice']:.4f} at {best['iteration']}" if best else "") + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The training run folder: what train.py writes and evaluate/export read.
+
+Layout (docs/DESIGN.md)::
+
+    RUN/config.yaml                     resolved config
+    RUN/run.json                        run id, config hash, iteration, status, best validation Dice
+    RUN/logs/                           TensorBoard
+    RUN/checkpoints/                    both networks, both optimizers, the iteration
+    RUN/weights/vnet_{best,last}.weights.h5, RUN/weights/discriminator_last.weights.h5
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from typing import Optional
+
+import yaml
+
+from sassnet_tf.config import Config, ConfigError, from_dict, save_config
+from sassnet_tf.utils.atomic import atomic_path, atomic_write_text
+
+CONFIG = "config.yaml"
+RUN_JSON = "run.json"
+
+
+class RunDirError(ValueError):
+    """The output or run folder cannot be used as asked; the message names it and says what to do."""
+
+
+def config_sha(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RunDir:
+    """Paths and bookkeeping of one run folder."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+
+    # paths
+    config_path = property(lambda self: os.path.join(self.path, CONFIG))
+    run_json_path = property(lambda self: os.path.join(self.path, RUN_JSON))
+    logs = property(lambda self: os.path.join(self.path, "logs"))
+    checkpoints = property(lambda self: os.path.join(self.path, "checkpoints"))
+    weights = property(lambda self: os.path.join(self.path, "weights"))
+
+    def weights_path(self, network: str, which: str) -> str:
+        return os.path.join(self.weights, f"{network}_{which}.weights.h5")
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.run_json_path) or os.path.isfile(self.config_path)
+
+    def read_state(self) -> dict:
+        try:
+            with open(self.run_json_path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path}: not a sassnet-tf run folder (no {RUN_JSON})") from None
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{self.run_json_path}: unreadable ({exc})") from None
+
+    def write_state(self, state: dict) -> None:
+        state = dict(state, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_text(self.run_json_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def read_config(self) -> Config:
+        if not os.path.isfile(self.config_path):
+            raise RunDirError(f"{self.path}: no {CONFIG}; expected a folder written by train.py")
+        with open(self.config_path, encoding="utf-8") as fh:
+            return from_dict(yaml.safe_load(fh) or {}, self.config_path)
+
+    def prepare(self, config: Config, resume: bool) -> dict:
+        """Create a new run folder or reopen one to resume; refuse to overwrite a different run.
+
+        Returns the run state (run.json contents).
+        """
+        if resume:
+            if not self.exists():
+                raise RunDirError(f"{self.path}: --resume given but there is no run here to resume")
+            saved = self.read_config()
+            if _comparable(saved) != _comparable(config):
+                diff = _diff(saved.to_dict(), config.to_dict())
+                raise RunDirError(
+                    f"{self.path}: --resume with a different config ({'; '.join(diff)}). Only train.iterations may "
+                    "change on resume; start a new run in another --output folder instead"
+                )
+            state = self.read_state()
+            if config.train.iterations != saved.train.iterations:
+                save_config(config, self.config_path)
+                state["config_sha"] = config_sha(config)
+            return state
+        if self.exists():
+            raise RunDirError(
+                f"{self.path}: already holds a run ({RUN_JSON} / {CONFIG}); refusing to overwrite it. "
+                "Pass --resume to continue it, or choose another --output"
+            )
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            raise RunDirError(f"{self.path}: exists and is not empty; choose an empty or new --output folder")
+        for folder in (self.path, self.logs, self.checkpoints, self.weights):
+            os.makedirs(folder, exist_ok=True)
+        save_config(config, self.config_path)
+        state = {"run_id": uuid.uuid4().hex[:12], "config_sha": config_sha(config), "iteration": 0,
+                 "status": "running", "best": None}
+        self.write_state(state)
+        return state
+
+
+def _comparable(config: Config) -> dict:
+    d = config.to_dict()
+    d["train"].pop("iterations")
+    return d
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb and f"{prefix}{k}" != "train.iterations":
+            out.append(f"{prefix}{k}: run has {va!r}, asked {vb!r}")
+    return out
+
+
+def save_weights_atomic(model, path: str) -> None:
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+def load_vnet(run_dir: str, weights: str = "best", precision: Optional[str] = None):
+    """Rebuild the run's V-Net and load its `best` or `last` weights; return ``(vnet, config)``.
+
+    Falls back from `best` to `last` when the run never validated. `precision` (default: the run's) sets the
+    dtype policy the network is built with.
+    """
+    from sassnet_tf.models import build_vnet
+    from sassnet_tf.training.precision import apply_precision
+
+    if weights not in ("best", "last"):
+        raise RunDirError(f"--weights {weights!r}: expected best or last")
+    run = RunDir(run_dir)
+    if not os.path.isdir(run.path):
+        raise RunDirError(f"{run.path}: run folder not found")
+    config = run.read_config()
+    path = run.weights_path("vnet", weights)
+    if weights == "best" and not os.path.isfile(path):
+        path = run.weights_path("vnet", "last")
+    if not os.path.isfile(path):
+        raise RunDirError(f"{run.path}: no V-Net weights ({os.path.basename(path)}) in {run.weights}; "
+                          "has the run saved a checkpoint yet?")
+    apply_precision(precision or config.train.precision)
+    m = config.model
+    vnet = build_vnet(n_filters=m.n_filters, normalization=m.normalization, dropout=m.dropout)
+    try:
+        vnet.load_weights(path)
+    except (ValueError, OSError) as exc:
+        raise RunDirError(f"{path}: cannot load V-Net weights into the model of {run.config_path}: {exc}") from None
+    return vnet, config
+
+
+__all__ = ["RunDir", "RunDirError", "ConfigError", "load_vnet", "save_weights_atomic", "config_sha"]
