@@ -1,0 +1,148 @@
+"""The SASSNet discriminator: tells SDMs of labeled patches (class 1) from those of unlabeled ones (class 0)."""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+
+from sassnet_tf.models.layer_options import check_positive_int, torch_bias_initializer, torch_kernel_initializer
+
+# Four stride-2 convolutions: each spatial axis must be at least 2^4 to leave one voxel to pool.
+MIN_SIZE = 16
+
+
+@keras.saving.register_keras_serializable(package="sassnet_tf")
+class Discriminator(keras.Model):
+    """Fully convolutional 3D discriminator on (signed distance map, image).
+
+    SDM -> 4x4x4 conv stride 2 (ndf) and image -> 4x4x4 conv stride 2 (ndf), the two ADDED; LeakyReLU 0.2 and
+    channel-wise dropout; 4x4x4 stride-2 convs to 2ndf, 4ndf (each LeakyReLU 0.2 + dropout) and 8ndf (LeakyReLU);
+    global average pool; dense 8ndf -> 2 logits. Dropout acts in training only.
+
+    Padding emulates torch's ``padding=1``: one zero voxel on every side then a "valid" convolution, so each conv
+    gives floor(n / 2) voxels and the same feature maps as the reference for any n (Keras "same" would pad
+    asymmetrically and give ceil(n / 2) on odd sizes). The reference's fixed 7x7x5 average pool equals the global
+    pool at 112x112x80; the global pool also works at other sizes. Trainable parameters with ndf=64: 11,020,290.
+    The pooling and the dense layer run in float32, so the logits are float32 under mixed precision.
+
+    Args:
+        ndf: channels of the first convolutions (reference 64).
+        in_channels: image channels (1 for LA MRI).
+        sdm_channels: channels of the signed distance map (1: one foreground class).
+        dropout: channel-wise dropout rate (reference 0.5).
+        **kwargs: keras.Model arguments (name, dtype).
+
+    Call:
+        ``disc((sdm, image), training=...)`` with sdm ``[B, H, W, D, sdm_channels]`` and image
+        ``[B, H, W, D, in_channels]``, each spatial axis >= 16, returns logits ``[B, 2]`` float32.
+
+    Example:
+        >>> disc = build_discriminator(ndf=4)
+        >>> x = keras.ops.zeros((2, 32, 32, 16, 1))
+        >>> disc((x, x), training=False).shape
+        TensorShape([2, 2])
+    """
+
+    def __init__(self, ndf=64, in_channels=1, sdm_channels=1, dropout=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.ndf = check_positive_int(ndf, "ndf", "Discriminator")
+        self.in_channels = check_positive_int(in_channels, "in_channels", "Discriminator")
+        self.sdm_channels = check_positive_int(sdm_channels, "sdm_channels", "Discriminator")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Discriminator: dropout must be a rate in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        policy = self.dtype_policy
+
+        def conv(filters, fan_in_channels, name):
+            return keras.layers.Conv3D(filters, 4, strides=2, padding="valid",
+                                       kernel_initializer=torch_kernel_initializer(),
+                                       bias_initializer=torch_bias_initializer(fan_in_channels * 64),
+                                       dtype=policy, name=name)
+
+        self.pad = keras.layers.ZeroPadding3D(1, dtype=policy, name="pad")
+        self.sdm_conv = conv(ndf, sdm_channels, "sdm_conv")
+        self.image_conv = conv(ndf, in_channels, "image_conv")
+        self.conv_2 = conv(2 * ndf, ndf, "conv_2")
+        self.conv_3 = conv(4 * ndf, 2 * ndf, "conv_3")
+        self.conv_4 = conv(8 * ndf, 4 * ndf, "conv_4")
+        self.dropout_1 = keras.layers.SpatialDropout3D(self.dropout, dtype=policy, name="dropout_1")
+        self.dropout_2 = keras.layers.SpatialDropout3D(self.dropout, dtype=policy, name="dropout_2")
+        self.dropout_3 = keras.layers.SpatialDropout3D(self.dropout, dtype=policy, name="dropout_3")
+        self.pool = keras.layers.GlobalAveragePooling3D(dtype="float32", name="pool")
+        self.classifier = keras.layers.Dense(2, kernel_initializer=torch_kernel_initializer(),
+                                             bias_initializer=torch_bias_initializer(8 * ndf), dtype="float32",
+                                             name="classifier")
+
+    def _check_input_shapes(self, sdm_shape, image_shape):
+        sdm_shape, image_shape = tuple(sdm_shape), tuple(image_shape)
+        for what, shape, channels in (("sdm", sdm_shape, self.sdm_channels), ("image", image_shape, self.in_channels)):
+            if len(shape) != 5:
+                raise ValueError(f"Discriminator {self.name}: {what} must be [batch, H, W, D, {channels}], "
+                                 f"got shape {shape}")
+            if shape[-1] is not None and shape[-1] != channels:
+                raise ValueError(f"Discriminator {self.name}: {what} must have {channels} channel(s), "
+                                 f"got shape {shape}")
+            for axis, size in zip("HWD", shape[1:4]):
+                if size is not None and size < MIN_SIZE:
+                    raise ValueError(f"Discriminator {self.name}: {what} axis {axis} is {size}, expected >= {MIN_SIZE} "
+                                     f"(four stride-2 convolutions); shape {shape}")
+        for a, b in zip(sdm_shape[1:4], image_shape[1:4]):
+            if a is not None and b is not None and a != b:
+                raise ValueError(f"Discriminator {self.name}: sdm {sdm_shape} and image {image_shape} differ in size")
+
+    @staticmethod
+    def _split(inputs, what):
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ValueError(f"Discriminator: expected {what} as a pair (sdm, image), got {type(inputs).__name__}")
+        return inputs
+
+    def build(self, input_shape):
+        sdm_shape, image_shape = self._split(input_shape, "the input shape")
+        self._check_input_shapes(sdm_shape, image_shape)
+        sdm_shape = (*tuple(sdm_shape)[:-1], self.sdm_channels)
+        image_shape = (*tuple(image_shape)[:-1], self.in_channels)
+        self.sdm_conv.build(self.pad.compute_output_shape(sdm_shape))
+        self.image_conv.build(self.pad.compute_output_shape(image_shape))
+        shape = self.sdm_conv.compute_output_shape(self.pad.compute_output_shape(sdm_shape))
+        for conv in (self.conv_2, self.conv_3, self.conv_4):
+            shape = self.pad.compute_output_shape(shape)
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+        self.classifier.build((shape[0], shape[-1]))
+
+    def call(self, inputs, training=None):
+        sdm, image = self._split(inputs, "the inputs")
+        self._check_input_shapes(sdm.shape, image.shape)
+        x = self.sdm_conv(self.pad(sdm)) + self.image_conv(self.pad(image))
+        x = self.dropout_1(keras.ops.leaky_relu(x, 0.2), training=training)
+        x = self.dropout_2(keras.ops.leaky_relu(self.conv_2(self.pad(x)), 0.2), training=training)
+        x = self.dropout_3(keras.ops.leaky_relu(self.conv_3(self.pad(x)), 0.2), training=training)
+        x = keras.ops.leaky_relu(self.conv_4(self.pad(x)), 0.2)
+        return self.classifier(self.pool(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ndf=self.ndf, in_channels=self.in_channels, sdm_channels=self.sdm_channels,
+                      dropout=self.dropout)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        policy = config.get("dtype")
+        if isinstance(policy, dict):
+            config["dtype"] = keras.dtype_policies.deserialize(policy)
+        return cls(**config)
+
+
+def build_discriminator(ndf=64, in_channels=1, sdm_channels=1, dropout=0.5, **kwargs) -> Discriminator:
+    """Create a Discriminator and build its weights for inputs of any size (each spatial axis >= 16).
+
+    Args:
+        ndf, in_channels, sdm_channels, dropout: see `Discriminator`.
+        **kwargs: keras.Model arguments (name, dtype).
+    """
+    model = Discriminator(ndf=ndf, in_channels=in_channels, sdm_channels=sdm_channels, dropout=dropout, **kwargs)
+    model.build(((None, None, None, None, sdm_channels), (None, None, None, None, in_channels)))
+    return model

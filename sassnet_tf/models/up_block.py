@@ -1,0 +1,61 @@
+"""UpBlock: the V-Net's transposed-convolution upsampling."""
+
+from __future__ import annotations
+
+import keras
+
+from sassnet_tf.models.layer_options import (
+    check_normalization,
+    check_positive_int,
+    make_normalization,
+    torch_bias_initializer,
+    torch_kernel_initializer,
+)
+
+
+@keras.saving.register_keras_serializable(package="sassnet_tf")
+class UpBlock(keras.layers.Layer):
+    """2x2x2 transposed convolution with stride 2 and bias -> normalisation -> ReLU: doubles each spatial axis.
+
+    Args:
+        filters: output channels (the V-Net halves the channels here).
+        normalization: batchnorm | groupnorm | instancenorm | none.
+        **kwargs: standard Layer arguments (name, dtype, ...).
+
+    Example:
+        >>> UpBlock(4)(keras.ops.zeros((1, 8, 8, 4, 8))).shape
+        (1, 16, 16, 8, 4)
+    """
+
+    def __init__(self, filters, normalization="batchnorm", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = check_positive_int(filters, "filters", "UpBlock")
+        self.normalization = check_normalization(normalization, "UpBlock")
+        # torch's ConvTranspose3d takes fan_in from weight dim 1 (= output channels): bias bound 1/sqrt(out * 8).
+        self.conv = keras.layers.Conv3DTranspose(filters, 2, strides=2, padding="valid",
+                                                 kernel_initializer=torch_kernel_initializer(),
+                                                 bias_initializer=torch_bias_initializer(filters * 8),
+                                                 dtype=self.dtype_policy, name="conv_transpose")
+        self.norm = make_normalization(normalization, filters, self.dtype_policy)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if shape[-1] is None:
+            raise ValueError(f"UpBlock {self.name}: the channel axis of input shape {shape} must be known")
+        self.conv.build(shape)
+        if self.norm is not None:
+            self.norm.build(self.conv.compute_output_shape(shape))
+
+    def call(self, inputs, training=None):
+        x = self.conv(inputs)
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        return keras.ops.relu(x)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(tuple(input_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, normalization=self.normalization)
+        return config
