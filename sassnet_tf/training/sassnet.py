@@ -139,7 +139,8 @@ class SASSNet(keras.Model):
             scaled = self.optimizer.scale_loss(loss / replicas)
         net_vars = self.vnet.trainable_variables
         grads = tape.gradient(scaled, net_vars)
-        self.optimizer.apply_gradients(zip(grads, net_vars))
+        # The SDM head gets no gradient in the supervised mode; leave it out rather than warn every step.
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, net_vars) if g is not None])
 
         self._trackers["loss"].update_state(loss)
         self._trackers["dice_loss"].update_state(dice)

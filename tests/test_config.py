@@ -1,0 +1,69 @@
+"""Config loading, overrides and the errors users see."""
+
+import dataclasses
+import pathlib
+
+import pytest
+
+from sassnet_tf.config import Config, ConfigError, load_config, parse_overrides, save_config, valid_keys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_reference():
+    c = Config()
+    assert c.data.patch_size == (112, 112, 80) and c.data.labeled_bs == 2 and c.data.unlabeled_bs == 2
+    assert c.train.iterations == 6000 and c.train.base_lr == 0.01 and c.train.lr_decay_steps == (2500, 5000)
+    assert c.train.seed == 1337 and c.train.sdm_weight == 0.3 and c.eval.stride == (18, 18, 4)
+
+
+def test_overrides_are_typed():
+    c = load_config(None, parse_overrides(["train.iterations=20", "data.patch_size=[64, 64, 48]",
+                                           "train.d_reuse_forward=true", "train.base_lr=2e-2"]))
+    assert c.train.iterations == 20 and c.data.patch_size == (64, 64, 48)
+    assert c.train.d_reuse_forward is True and c.train.base_lr == 0.02
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"train.learning_rate": "1"})
+    assert "train.learning_rate" in str(err.value) and "train.base_lr" in str(err.value)
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"data.patch_size": "[100, 112, 80]"}, "multiple of 16"),
+    ({"train.iterations": "many"}, "expected an integer"),
+    ({"train.mode": "fancy"}, "not one of"),
+    ({"iterations": "3"}, "section.name"),
+    ({"train.precision": "float64"}, "not one of"),
+])
+def test_bad_values_are_named(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    assert words in str(err.value)
+
+
+def test_bad_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  iterations: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_round_trip(tmp_path):
+    c = load_config(None, {"train.iterations": "7", "model.n_filters": "4"})
+    save_config(c, str(tmp_path / "c.yaml"))
+    assert load_config(str(tmp_path / "c.yaml")) == c
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_load(name):
+    load_config(str(REPO / "configs" / name))
+
+
+def test_every_key_documented():
+    doc = (REPO / "configs" / "README.md").read_text()
+    missing = [k for k in valid_keys() if f"`{k}`" not in doc]
+    assert not missing, f"configs/README.md does not document {missing}"

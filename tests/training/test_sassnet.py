@@ -1,0 +1,161 @@
+"""The SASSNet train_step: which network each half updates, the losses it reports, the modes and precisions."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sassnet_tf.models import build_discriminator, build_vnet
+from sassnet_tf.schedules import StepDecay
+from sassnet_tf.training.precision import apply_precision
+from sassnet_tf.training.sassnet import SASSNet
+from sassnet_tf.training.torch_sgd import TorchSGD
+
+PATCH = (32, 32, 16)
+
+
+def make_batch(labeled_bs=2, unlabeled_bs=2, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = PATCH + (1,)
+    label = (rng.random((labeled_bs,) + shape) > 0.7).astype(np.float32)
+    return {
+        "labeled_image": tf.constant(rng.normal(size=(labeled_bs,) + shape), tf.float32),
+        "label": tf.constant(label),
+        "sdm": tf.constant(rng.uniform(-1, 1, size=(labeled_bs,) + shape), tf.float32),
+        "unlabeled_image": tf.constant(rng.normal(size=(unlabeled_bs,) + shape), tf.float32),
+    }
+
+
+def make_model(mode="sassnet", lr=0.01, d_lr=1e-3):
+    keras.utils.set_random_seed(1)
+    vnet = build_vnet(n_filters=2)
+    disc = build_discriminator(ndf=4) if mode == "sassnet" else None
+    model = SASSNet(vnet, disc, mode=mode, consistency=0.5, rampup_interval=1, rampup_length=1)
+    model.compile(TorchSGD(StepDecay(lr, (100,), 0.1), momentum=0.9, coupled_weight_decay=1e-4),
+                  keras.optimizers.Adam(d_lr) if mode == "sassnet" else None)
+    model.build_optimizers()
+    return model
+
+
+def snapshot(net):
+    return [v.numpy().copy() for v in net.variables]
+
+
+def changed(before, net):
+    return any(not np.array_equal(a, v.numpy()) for a, v in zip(before, net.variables))
+
+
+def test_one_step_updates_both_networks_and_reports_every_loss():
+    model = make_model()
+    v0, d0 = snapshot(model.vnet), snapshot(model.discriminator)
+    logs = model.train_step(make_batch())
+    assert changed(v0, model.vnet) and changed(d0, model.discriminator)
+    assert set(logs) == {"loss", "dice_loss", "sdm_loss", "adv_loss", "consistency_weight", "lr", "d_loss",
+                         "d_accuracy"}
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert float(logs["lr"]) == pytest.approx(0.01)
+    # rampup_interval=1, length=1: w(0) = 0.5 * exp(-5)
+    assert float(logs["consistency_weight"]) == pytest.approx(0.5 * np.exp(-5.0), rel=1e-5)
+    assert 0.0 <= float(logs["d_accuracy"]) <= 1.0
+    assert int(model.optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 1
+
+
+def test_network_step_leaves_discriminator_and_vice_versa(monkeypatch):
+    model = make_model()
+    batch = make_batch()
+    calls = []
+    real_d_step = model._discriminator_step
+    monkeypatch.setattr(model, "_discriminator_step", lambda *a: calls.append(a))
+    d0 = snapshot(model.discriminator)
+    v0 = snapshot(model.vnet)
+    model.train_step(batch)  # network half only
+    assert calls and changed(v0, model.vnet)
+    assert not changed(d0, model.discriminator), "the network step must not touch the discriminator"
+    images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
+    sdm = tf.cast(model.vnet(images, training=False)["sdm"], tf.float32)
+    v1 = snapshot(model.vnet)  # includes BatchNorm moving statistics
+    real_d_step(images, sdm, tf.constant(2), 1)
+    assert changed(d0, model.discriminator)
+    assert not changed(v1, model.vnet), "the discriminator step must not touch the V-Net (weights or BN stats)"
+
+
+def test_adversarial_gradient_reaches_the_network_only_through_unlabeled_patches():
+    model = make_model()
+    batch = make_batch()
+    images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
+    with tf.GradientTape() as tape:
+        sdm = model.vnet(images, training=False)["sdm"]
+        logits = model.discriminator((sdm[2:], images[2:]), training=False)
+        loss = tf.reduce_mean(logits)
+    grads = tape.gradient(loss, model.vnet.trainable_variables)
+    assert any(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("mode, keys", [("supervised", {"loss", "dice_loss", "lr"}),
+                                        ("sdm", {"loss", "dice_loss", "sdm_loss", "lr"})])
+def test_ablation_modes(mode, keys):
+    model = make_model(mode)
+    batch = make_batch(unlabeled_bs=0)
+    v0 = snapshot(model.vnet)
+    logs = model.train_step(batch)
+    assert set(logs) == keys and changed(v0, model.vnet)
+    if mode == "supervised":
+        assert float(logs["loss"]) == pytest.approx(float(logs["dice_loss"]))
+
+
+def test_loss_is_the_reference_combination():
+    model = make_model()
+    logs = model.train_step(make_batch())
+    expected = float(logs["dice_loss"]) + 0.3 * float(logs["sdm_loss"]) + float(logs["consistency_weight"]) * float(
+        logs["adv_loss"])
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_test_step_dice():
+    model = make_model()
+    batch = make_batch()
+    logs = model.test_step({"labeled_image": batch["labeled_image"], "label": batch["label"]})
+    assert 0.0 <= float(logs["dice"]) <= 1.0
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_each_precision_runs_a_step(precision):
+    apply_precision(precision)
+    model = make_model()
+    if precision == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(model.d_optimizer, keras.optimizers.LossScaleOptimizer)
+    v0, d0 = snapshot(model.vnet), snapshot(model.discriminator)
+    logs = tf.function(model.train_step)(make_batch())
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert changed(v0, model.vnet) and changed(d0, model.discriminator)
+    assert all(v.dtype == "float32" for v in model.vnet.trainable_variables)
+
+
+def test_mirrored_strategy_two_replicas_train():
+    """Two logical CPUs: the global batch is split across the replicas and one synchronised update is applied."""
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < 2:
+        pytest.skip("needs 2 logical CPUs (configured at the start of the process in tests/training/conftest.py)")
+    strategy = tf.distribute.MirroredStrategy([c.name for c in cpus[:2]])
+    with strategy.scope():
+        model = make_model(mode="sdm")
+    batch = make_batch(unlabeled_bs=0)
+    del batch["unlabeled_image"]
+    dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).unbatch().batch(2))
+
+    @tf.function
+    def step(b):
+        return strategy.run(model.train_step, args=(b,))
+
+    v0 = snapshot(model.vnet)
+    for b in dist:
+        step(b)
+    assert changed(v0, model.vnet)
+    assert int(model.optimizer.iterations.numpy()) == 1
+    # both replicas hold the same weights after the all-reduced update
+    per_replica = strategy.run(lambda: [tf.identity(v) for v in model.vnet.trainable_variables])
+    for v in per_replica:
+        values = strategy.experimental_local_results(v)
+        assert len(values) == 2
+        np.testing.assert_array_equal(values[0].numpy(), values[1].numpy())
