@@ -43,11 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sassnet_tf.config import ConfigError, load_config, parse_overrides
     from sassnet_tf.data.errors import DataError
+    from sassnet_tf.training.checkpoint_store import CheckpointStoreError
     from sassnet_tf.training.run_dir import RunDir, RunDirError
 
     try:
@@ -70,7 +71,7 @@ def main(argv: Optional[list] = None) -> int:
 
         logging.getLogger("sassnet_tf").info("config %s; output %s", config_path or "<defaults>", output)
         state = Trainer(config, output, resume=args.resume, progress=not args.no_progress).fit()
-    except (ConfigError, DataError, RunDirError) as exc:
+    except (ConfigError, DataError, RunDirError, CheckpointStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

@@ -173,12 +173,16 @@ class SASSNet(keras.Model):
 
     def test_step(self, data):
         """Dice (the metric, thresholded at 0.5) of the V-Net on validation patches."""
-        out = self.vnet(data["labeled_image"], training=False)
-        pred = tf.cast(tf.sigmoid(tf.cast(out["seg"], tf.float32)) > 0.5, tf.float32)
-        gt = tf.cast(data["label"], tf.float32)
-        axes = tf.range(1, tf.rank(gt))
-        inter = tf.reduce_sum(pred * gt, axis=axes)
-        total = tf.reduce_sum(pred, axis=axes) + tf.reduce_sum(gt, axis=axes)
-        dice = tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)
-        self._val_dice.update_state(dice)
+        self._val_dice.update_state(patch_dice(self.vnet, data["labeled_image"], data["label"]))
         return {"dice": self._val_dice.result()}
+
+
+def patch_dice(vnet, image, label):
+    """Per-patch Dice of the thresholded sigmoid output; 1 where prediction and label are both empty."""
+    out = vnet(image, training=False)
+    pred = tf.cast(tf.sigmoid(tf.cast(out["seg"], tf.float32)) > 0.5, tf.float32)
+    gt = tf.cast(label, tf.float32)
+    axes = tf.range(1, tf.rank(gt))
+    inter = tf.reduce_sum(pred * gt, axis=axes)
+    total = tf.reduce_sum(pred, axis=axes) + tf.reduce_sum(gt, axis=axes)
+    return tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
+import signal
 import time
 from typing import Optional
 
@@ -15,13 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from sassnet_tf.config import Config
+from sassnet_tf.training.checkpoint_store import CheckpointStore
 from sassnet_tf.training.distribution import is_chief, make_strategy, per_replica_batch
 from sassnet_tf.training.precision import apply_precision
 from sassnet_tf.training.run_dir import RunDir, save_weights_atomic
-from sassnet_tf.training.sassnet import SASSNet
+from sassnet_tf.training.sassnet import SASSNet, patch_dice
 from sassnet_tf.training.torch_sgd import TorchSGD
 
 log = logging.getLogger("sassnet_tf")
+
+# Tests set this to kill the process (SIGKILL, no clean-up) right after an iteration, to prove --resume.
+_KILL_AT = os.environ.get("SASSNET_TF_TEST_KILL_AT_ITERATION")
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,12 +111,11 @@ class Trainer:
                 d_opt = keras.optimizers.Adam(t.d_lr, beta_1=t.d_beta_1, beta_2=t.d_beta_2, epsilon=1e-8)
             self.model.compile(net_opt, d_opt)
             self.model.build_optimizers()
-            self.checkpoint = tf.train.Checkpoint(vnet=self.vnet, network_optimizer=self.model.optimizer,
-                                                  **({"discriminator": self.discriminator,
-                                                      "discriminator_optimizer": self.model.d_optimizer}
-                                                     if self.discriminator is not None else {}))
-        ckpt_dir = self.run.checkpoints if self.chief else tempfile.mkdtemp(prefix="sassnet-worker-ckpt-")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=t.keep_checkpoints)
+        groups = {"vnet": lambda: self.vnet.variables, "network_optimizer": lambda: self.model.optimizer.variables}
+        if self.discriminator is not None:
+            groups.update(discriminator=lambda: self.discriminator.variables,
+                          discriminator_optimizer=lambda: self.model.d_optimizer.variables)
+        self.store = CheckpointStore(self.run.checkpoints, groups, keep=t.keep_checkpoints)
 
     def _datasets(self, start_step: int):
         from sassnet_tf.data.pipeline import make_train_dataset, make_validation_dataset
@@ -148,17 +150,16 @@ class Trainer:
         return train_fn
 
     def _validate(self, val_ds) -> float:
-        tracker = self.model._val_dice
-        tracker.reset_state()
-        step = tf.function(self.model.test_step)
-        for batch in val_ds:
-            step(batch)
-        return float(tracker.result())
+        # Runs on the chief alone, so no metric variables (whose reads may be collective across workers).
+        if not hasattr(self, "_val_fn"):
+            self._val_fn = tf.function(lambda b: patch_dice(self.vnet, b["labeled_image"], b["label"]))
+        scores = [self._val_fn(batch).numpy() for batch in val_ds]
+        return float(np.mean(np.concatenate(scores)))
 
     def _save(self, iteration: int, state: dict) -> None:
-        self.manager.save(checkpoint_number=iteration)
-        if not self.chief:
+        if not self.chief:  # variables are identical on every worker; the chief alone writes
             return
+        self.store.save(iteration)
         save_weights_atomic(self.vnet, self.run.weights_path("vnet", "last"))
         if self.discriminator is not None:
             save_weights_atomic(self.discriminator, self.run.weights_path("discriminator", "last"))
@@ -191,11 +192,11 @@ class Trainer:
         self._load_data()
         self._build()
         if self.resume:
-            latest = tf.train.latest_checkpoint(self.run.checkpoints)
+            latest = self.store.latest()
             if latest is None:
                 log.warning("%s: no checkpoint yet; starting from iteration 0", self.run.path)
             else:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
+                self.store.restore(latest)
                 log.info("resumed from %s", latest)
         start = int(self.model.optimizer.iterations.numpy())
         if start >= t.iterations:
@@ -247,11 +248,11 @@ class Trainer:
             if iteration % t.checkpoint_every == 0 or iteration == t.iterations:
                 self._save(iteration, state)
                 last_good = iteration
+            if _KILL_AT and iteration == int(_KILL_AT):
+                os.kill(os.getpid(), signal.SIGKILL)  # testing hook: a hard kill, as by the OOM killer
         writer.flush()
         state.update(status="completed", iteration=iteration,
                      seconds_per_iteration=(time.time() - t0) / max(1, iteration - start))
         if self.chief:
             self.run.write_state(state)
-        else:
-            shutil.rmtree(self.manager.directory, ignore_errors=True)
         return state
