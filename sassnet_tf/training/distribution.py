@@ -36,7 +36,7 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
     else:
         raise ValueError(f"strategy {kind!r} is not one of auto, default, mirrored, multi_worker")
-    log.info("strategy: %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    log.info("strategy: %s (%s) with %d replica(s)", kind, type(strategy).__name__, strategy.num_replicas_in_sync)
     return strategy
 
 
