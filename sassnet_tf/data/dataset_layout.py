@@ -225,8 +225,10 @@ class DatasetLayout:
             label_path = self.label_path(case_id)
             if not os.path.isfile(label_path):
                 raise DataError(f"case {case_id!r}: label file not found, expected {label_path}")
+        # NIfTI scans carry raw intensities: z-score them as the LA release's h5 files already are (and as the
+        # serving client does), so training, evaluation and serving see the same input distribution.
         return read_case(path, read_label=read_label, label_path=label_path, downsample=self.downsample,
-                         case_id=case_id)
+                         case_id=case_id, normalize="zscore" if self.format == "nifti" else "none")
 
     # ------------------------------------------------------------------------------------------------ NIfTI
     def _image_names(self, case_id: str) -> list:

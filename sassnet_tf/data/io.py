@@ -60,6 +60,7 @@ def read_case(
     label_path: Optional[str] = None,
     downsample: int = 1,
     case_id: Optional[str] = None,
+    normalize: str = "none",
 ) -> Case:
     """Read and validate one case.
 
@@ -70,6 +71,8 @@ def read_case(
             image when `read_label`; for an ``.h5`` image it replaces the file's own ``label`` dataset.
         downsample: integer factor per axis (1 = full resolution), see `downsample_volume`.
         case_id: the ID to record; default the file name (LA: the parent folder's name).
+        normalize: ``"none"`` or ``"zscore"`` (over the whole volume, before downsampling: the LA release's own
+            normalisation, which the serving client applies to NIfTI scans too).
 
     Returns:
         A `Case`: image float32, label uint8 0/1 (or None), affine float64 4x4, spacing in mm.
@@ -106,6 +109,10 @@ def read_case(
         label = _squeeze_channel(label, source, "label")
         label = _validate_label(label, image.shape, source)
 
+    if normalize == "zscore":
+        image = zscore(image)
+    elif normalize != "none":
+        raise DataError(f"{path}: normalize {normalize!r} is not one of none, zscore")
     affine = np.asarray(affine, dtype=np.float64)
     if downsample > 1:
         image = downsample_volume(image, downsample)
@@ -116,6 +123,14 @@ def read_case(
     if case_id is None:
         case_id = _default_case_id(path, kind)
     return Case(case_id=str(case_id), path=path, image=image, label=label, affine=affine, spacing=spacing)
+
+
+def zscore(image: np.ndarray) -> np.ndarray:
+    """``(image - mean) / std`` over the whole volume, float32 (a constant volume becomes all zeros)."""
+    image = np.asarray(image, dtype=np.float32)
+    mean = float(image.mean(dtype=np.float64))
+    std = float(image.std(dtype=np.float64))
+    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def write_nifti(path: str, array: np.ndarray, affine: np.ndarray, header=None) -> None:

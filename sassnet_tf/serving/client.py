@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import grpc
 import numpy as np
 
+from sassnet_tf.data.io import zscore  # one definition, shared with the NIfTI dataset reader
 from sassnet_tf.serving.errors import ServingError
 
 LOG = logging.getLogger("sassnet_tf.serving.client")
@@ -47,14 +48,6 @@ _HTTP_TO_CODE = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-
-
-def zscore(image: np.ndarray) -> np.ndarray:
-    """``(image - mean) / std`` over the whole volume, float32 (a constant volume becomes all zeros)."""
-    image = np.asarray(image, dtype=np.float32)
-    mean = float(image.mean(dtype=np.float64))
-    std = float(image.std(dtype=np.float64))
-    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def _tensor_proto(array: np.ndarray):

@@ -145,6 +145,16 @@ def test_msd_layout(make_nifti_root):
         layout.load("la_001")
 
 
+def test_nifti_images_are_zscored_like_the_la_release(make_nifti_root):
+    from sassnet_tf.data.io import read_case
+
+    root = make_nifti_root(["a", "b"], naming="msd")
+    raw = read_case(os.path.join(root, "imagesTr", "a.nii.gz"), read_label=False).image
+    case = open_dataset(root).load("a", read_label=False)
+    assert abs(float(case.image.mean())) < 1e-4 and abs(float(case.image.std()) - 1.0) < 1e-3
+    np.testing.assert_allclose(case.image, (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-4)
+
+
 def test_msd_ids_from_files_without_training_entries(make_nifti_root):
     root = make_nifti_root(["b", "a"], naming="msd", with_json_training=False)
     assert open_dataset(root, format="nifti").read_list("train.list") == ["a", "b"]
