@@ -97,7 +97,8 @@ def _unpack_outputs(outputs: Mapping[str, tf.Tensor], patch: tuple) -> tuple[tf.
     """Probability and SDM ``[N, ph, pw, pd]`` float32 from predict_fn's dict (``seg`` logits or ``probability``)."""
     if not isinstance(outputs, Mapping):
         raise ValueError(
-            f"predict_fn must return a dict with 'seg' (logits) or 'probability', and 'sdm'; got {type(outputs).__name__}"
+            "predict_fn must return a dict with 'seg' (logits) or 'probability', and 'sdm'; "
+            f"got {type(outputs).__name__}"
         )
     if "probability" in outputs:
         probability = tf.cast(outputs["probability"], tf.float32)
@@ -113,6 +114,8 @@ def _unpack_outputs(outputs: Mapping[str, tf.Tensor], patch: tuple) -> tuple[tf.
     return tf.reshape(probability, shape), tf.reshape(sdm, shape)
 
 
+# Loops are explicit tf.while_loop calls: skipping AutoGraph's source conversion saves seconds per trace.
+@tf.autograph.experimental.do_not_convert
 def sliding_window_inference(
     volume,
     predict_fn: Callable[[tf.Tensor], Mapping[str, tf.Tensor]],
@@ -130,7 +133,7 @@ def sliding_window_inference(
             ``"seg"`` (logits) or ``"probability"`` (sigmoid already applied), and ``"sdm"``, each
             ``[N, ph, pw, pd, 1]``. Call the network in inference mode inside it (``training=False``).
         patch_size: window size (ph, pw, pd).
-        stride: step between windows per axis; any positive value (the last window is flush with the edge).
+        stride: step between windows per axis, 1..patch (the last window is flush with the edge).
         batch_size: windows per predict_fn call.
         gaussian: weight each window's output with a Gaussian importance map (sigma = patch / 8) instead of a
             plain average.
@@ -141,6 +144,9 @@ def sliding_window_inference(
     """
     patch = _positive_triple(patch_size, "patch_size")
     step = _positive_triple(stride, "stride")
+    if any(s > p for s, p in zip(step, patch)):
+        # Windows further apart than their size would leave voxels that no window covers.
+        raise ValueError(f"stride {list(step)}: each axis must be at most the patch size {list(patch)}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     batch_size = int(batch_size)

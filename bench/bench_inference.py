@@ -1,0 +1,119 @@
+"""Sliding-window inference speed: seconds per window (batch 1 and batch N) and per LA-sized volume, per precision.
+
+Prints one JSON object. Default: V-Net n_filters 16, patch 112x112x80, a 190x138x88 volume at the paper's stride
+18/18/4 (54 windows) and at a faster stride 56/56/40 (12 windows), float32 and mixed_bfloat16.
+``--quick`` runs a tiny configuration (seconds) to check that the script works.
+
+    python bench/bench_inference.py [--quick] [--batch 4] [--precisions float32 mixed_bfloat16] [--output f.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from sassnet_tf.inference.sliding_window import keras_predict_fn, sliding_window_inference, window_starts  # noqa: E402
+from sassnet_tf.models import build_vnet  # noqa: E402
+
+FULL = {"n_filters": 16, "patch": (112, 112, 80), "volume": (190, 138, 88), "strides": [(18, 18, 4), (56, 56, 40)],
+        "repeats": 2}
+QUICK = {"n_filters": 4, "patch": (48, 48, 32), "volume": (70, 60, 40), "strides": [(12, 12, 8), (24, 24, 16)],
+         "repeats": 1}
+
+
+def _progress(message: str) -> None:
+    print(f"[bench_inference] {message}", file=sys.stderr, flush=True)
+
+
+def _best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tick)
+    return min(times)
+
+
+def bench_precision(precision: str, settings: dict, batch: int) -> dict:
+    keras.mixed_precision.set_dtype_policy(precision)
+    keras.utils.set_random_seed(0)
+    vnet = build_vnet(n_filters=settings["n_filters"])
+    predict = keras_predict_fn(vnet)
+    patch = settings["patch"]
+    result = {"precision": precision, "windows": {}, "volumes": []}
+
+    forward = tf.function(predict, input_signature=[tf.TensorSpec([None, *patch, 1], tf.float32)])
+    rng = np.random.default_rng(0)
+    for n in sorted({1, batch}):
+        x = tf.constant(rng.normal(size=(n, *patch, 1)).astype(np.float32))
+        forward(x)["seg"].numpy()  # warm-up (trace + oneDNN primitive creation)
+        seconds = _best_of(lambda: forward(x)["seg"].numpy(), settings["repeats"] + 1)
+        result["windows"][f"batch_{n}"] = {"seconds_per_call": seconds, "seconds_per_window": seconds / n}
+        _progress(f"{precision} batch {n}: {seconds / n:.3f} s per window")
+
+    volume = tf.constant(rng.normal(size=settings["volume"]).astype(np.float32))
+    # A volume one stride larger than the patch: traces the function and runs a few windows, cheaply.
+    warmup = tf.constant(rng.normal(size=[p + 1 for p in patch]).astype(np.float32))
+    for stride in settings["strides"]:
+        n_windows = int(np.prod([len(window_starts(s, p, st)) for s, p, st in zip(settings["volume"], patch, stride)]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+        def segment(image, stride=stride):
+            return sliding_window_inference(image, predict, patch, stride, batch_size=batch)
+
+        segment(warmup)["label"].numpy()  # trace + warm-up
+        # A whole volume takes minutes at the paper's stride: one timed run (the network dominates, not noise).
+        seconds = _best_of(lambda: segment(volume)["label"].numpy(), 1)
+        result["volumes"].append(
+            {"stride": list(stride), "batch_size": batch, "windows": n_windows, "seconds_per_volume": seconds,
+             "seconds_per_window": seconds / n_windows}
+        )
+        _progress(f"{precision} stride {list(stride)}: {n_windows} windows, {seconds:.1f} s per volume")
+    keras.mixed_precision.set_dtype_policy("float32")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model and volume: checks the script in seconds")
+    parser.add_argument("--batch", type=int, default=4, help="windows per forward pass for 'batch N' (default 4)")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--output", help="also write the JSON to this file")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error("--batch must be >= 1")
+    settings = QUICK if args.quick else FULL
+    report = {
+        "benchmark": "sliding_window_inference",
+        "quick": args.quick,
+        "model": {"n_filters": settings["n_filters"], "patch_size": list(settings["patch"])},
+        "volume_shape": list(settings["volume"]),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "timing": f"windows: best of {settings['repeats'] + 1} after a warm-up call; volumes: one run after a warm-up",
+        "results": [bench_precision(p, settings, args.batch) for p in args.precisions],
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

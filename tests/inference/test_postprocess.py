@@ -1,0 +1,62 @@
+"""largest_connected_component: connectivity, ties, empty masks."""
+
+import numpy as np
+import pytest
+
+from sassnet_tf.inference.postprocess import largest_connected_component
+
+
+def test_keeps_the_largest_blob():
+    mask = np.zeros((20, 20, 10), np.uint8)
+    mask[2:8, 2:8, 2:6] = 1  # 144 voxels
+    mask[12:15, 12:15, 5:8] = 1  # 27 voxels
+    mask[18, 0, 0] = 1
+    out = largest_connected_component(mask)
+    assert out.dtype == np.uint8 and out.shape == mask.shape
+    expected = np.zeros_like(mask)
+    expected[2:8, 2:8, 2:6] = 1
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_default_is_26_connectivity_like_skimage_label():
+    # Two cubes touching only by a corner: one component with full connectivity, two with face connectivity.
+    mask = np.zeros((8, 8, 8), bool)
+    mask[0:2, 0:2, 0:2] = True  # 8 voxels
+    mask[2:5, 2:5, 2:5] = True  # 27 voxels, touches (1,1,1) via corner (2,2,2)
+    np.testing.assert_array_equal(largest_connected_component(mask), mask.astype(np.uint8))
+    six = largest_connected_component(mask, connectivity=1)
+    assert six.sum() == 27 and not six[0:2, 0:2, 0:2].any()
+    # Edge contact (18-connectivity) joins them, too, but face connectivity does not.
+    edge = np.zeros((8, 8, 8), bool)
+    edge[0:2, 0:2, 0:4] = True  # 16
+    edge[2:4, 2:4, 0:2] = True  # 8, touches along the edge x=1..2, y=1..2
+    assert largest_connected_component(edge, connectivity=2).sum() == 24
+    assert largest_connected_component(edge, connectivity=1).sum() == 16
+
+
+def test_skimage_agrees_when_installed():
+    measure = pytest.importorskip("skimage.measure")
+    rng = np.random.default_rng(0)
+    mask = rng.random((24, 20, 12)) > 0.7
+    labels = measure.label(mask)  # default connectivity, as the reference calls it
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    expected = (labels == np.argmax(sizes)).astype(np.uint8)
+    np.testing.assert_array_equal(largest_connected_component(mask), expected)
+
+
+def test_empty_mask_and_tie():
+    empty = np.zeros((5, 6, 7), np.float32)
+    out = largest_connected_component(empty)
+    assert out.dtype == np.uint8 and out.shape == (5, 6, 7) and not out.any()
+    tie = np.zeros((10, 3, 3), np.uint8)
+    tie[1:3] = 1
+    tie[6:8] = 1
+    out = largest_connected_component(tie)
+    assert out[1:3].all() and not out[6:8].any()
+
+
+@pytest.mark.parametrize("connectivity", [0, 4])
+def test_bad_connectivity(connectivity):
+    with pytest.raises(ValueError, match="connectivity"):
+        largest_connected_component(np.ones((3, 3, 3)), connectivity=connectivity)
