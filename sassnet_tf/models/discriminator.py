@@ -5,8 +5,10 @@ from __future__ import annotations
 import numbers
 
 import keras
+import tensorflow as tf
 
 from sassnet_tf.models.layer_options import check_positive_int, torch_bias_initializer, torch_kernel_initializer
+from sassnet_tf.models.space_to_depth_conv import space_to_depth_conv3d
 
 # Four stride-2 convolutions: each spatial axis must be at least 2^4 to leave one voxel to pool.
 MIN_SIZE = 16
@@ -22,7 +24,9 @@ class Discriminator(keras.Model):
 
     Padding emulates torch's ``padding=1``: one zero voxel on every side then a "valid" convolution, so each conv
     gives floor(n / 2) voxels and the same feature maps as the reference for any n (Keras "same" would pad
-    asymmetrically and give ceil(n / 2) on odd sizes). The reference's fixed 7x7x5 average pool equals the global
+    asymmetrically and give ceil(n / 2) on odd sizes). The convolutions run as space-to-depth + a stride-1 2x2x2
+    convolution (`space_to_depth_conv3d`, same result, ~200x faster gradients on CPU); their kernels and biases
+    stay in Keras Conv3D layers, so weight files keep the layout of plain Conv3D layers. The reference's fixed 7x7x5 average pool equals the global
     pool at 112x112x80; the global pool also works at other sizes. Trainable parameters with ndf=64: 11,020,290.
     The pooling and the dense layer run in float32, so the logits are float32 under mixed precision.
 
@@ -60,7 +64,6 @@ class Discriminator(keras.Model):
                                        bias_initializer=torch_bias_initializer(fan_in_channels * 64),
                                        dtype=policy, name=name)
 
-        self.pad = keras.layers.ZeroPadding3D(1, dtype=policy, name="pad")
         self.sdm_conv = conv(ndf, sdm_channels, "sdm_conv")
         self.image_conv = conv(ndf, in_channels, "image_conv")
         self.conv_2 = conv(2 * ndf, ndf, "conv_2")
@@ -97,28 +100,43 @@ class Discriminator(keras.Model):
             raise ValueError(f"Discriminator: expected {what} as a pair (sdm, image), got {type(inputs).__name__}")
         return inputs
 
+    @staticmethod
+    def _conv_output_shape(shape, conv):
+        """Shape after a 4x4x4 stride-2 padding-1 convolution: floor(n / 2) per known axis."""
+        return (shape[0], *(None if n is None else (n + 2 - 4) // 2 + 1 for n in shape[1:4]), conv.filters)
+
+    def _conv(self, conv, x):
+        """torch Conv3d(k=4, s=2, padding=1) with the weights of Keras layer `conv`, in this model's compute dtype.
+
+        Computed by `space_to_depth_conv3d` rather than by calling the layer: TF's CPU gradient of the strided
+        4x4x4 conv is ~200x slower. The layer stays the owner of the variables (names, shapes, weight files).
+        """
+        x = keras.ops.cast(x, self.compute_dtype)
+        y = space_to_depth_conv3d(x, conv.kernel, strides=2, padding=1)
+        return tf.nn.bias_add(y, keras.ops.cast(conv.bias, self.compute_dtype))
+
     def build(self, input_shape):
         sdm_shape, image_shape = self._split(input_shape, "the input shape")
         self._check_input_shapes(sdm_shape, image_shape)
         sdm_shape = (*tuple(sdm_shape)[:-1], self.sdm_channels)
         image_shape = (*tuple(image_shape)[:-1], self.in_channels)
-        self.sdm_conv.build(self.pad.compute_output_shape(sdm_shape))
-        self.image_conv.build(self.pad.compute_output_shape(image_shape))
-        shape = self.sdm_conv.compute_output_shape(self.pad.compute_output_shape(sdm_shape))
+        # The Conv3D layers hold the weights only (see `_conv`): their build needs just the channel count.
+        self.sdm_conv.build(sdm_shape)
+        self.image_conv.build(image_shape)
+        shape = self._conv_output_shape(sdm_shape, self.sdm_conv)
         for conv in (self.conv_2, self.conv_3, self.conv_4):
-            shape = self.pad.compute_output_shape(shape)
             conv.build(shape)
-            shape = conv.compute_output_shape(shape)
+            shape = self._conv_output_shape(shape, conv)
         self.classifier.build((shape[0], shape[-1]))
 
     def call(self, inputs, training=None):
         sdm, image = self._split(inputs, "the inputs")
         self._check_input_shapes(sdm.shape, image.shape)
-        x = self.sdm_conv(self.pad(sdm)) + self.image_conv(self.pad(image))
+        x = self._conv(self.sdm_conv, sdm) + self._conv(self.image_conv, image)
         x = self.dropout_1(keras.ops.leaky_relu(x, 0.2), training=training)
-        x = self.dropout_2(keras.ops.leaky_relu(self.conv_2(self.pad(x)), 0.2), training=training)
-        x = self.dropout_3(keras.ops.leaky_relu(self.conv_3(self.pad(x)), 0.2), training=training)
-        x = keras.ops.leaky_relu(self.conv_4(self.pad(x)), 0.2)
+        x = self.dropout_2(keras.ops.leaky_relu(self._conv(self.conv_2, x), 0.2), training=training)
+        x = self.dropout_3(keras.ops.leaky_relu(self._conv(self.conv_3, x), 0.2), training=training)
+        x = keras.ops.leaky_relu(self._conv(self.conv_4, x), 0.2)
         return self.classifier(self.pool(x))
 
     def get_config(self):

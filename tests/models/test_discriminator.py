@@ -109,3 +109,50 @@ def test_weights_round_trip(tmp_path):
     assert np.abs(other((x, x)).numpy() - disc((x, x)).numpy()).max() > 0  # fresh weights differ ...
     other.load_weights(path)
     np.testing.assert_array_equal(other((x, x)), disc((x, x)))  # ... until loaded
+
+
+def test_weight_file_layout_is_that_of_plain_conv3d_layers(tmp_path):
+    """Weight files written before the space-to-depth convolutions (Keras Conv3D layers) must keep loading."""
+    import h5py
+
+    path = str(tmp_path / "d.weights.h5")
+    build_discriminator(4).save_weights(path)
+    with h5py.File(path) as f:
+        stored = {}
+        f.visititems(lambda name, obj: stored.update({name: obj.shape}) if "/vars/" in name else None)
+    convs = {"layers/conv3d": (1, 4), "image_conv": (1, 4), "conv_2": (4, 8), "conv_3": (8, 16), "conv_4": (16, 32)}
+    expected = {"classifier/vars/0": (32, 2), "classifier/vars/1": (2,)}
+    for name, (c_in, c_out) in convs.items():
+        expected.update({f"{name}/vars/0": (4, 4, 4, c_in, c_out), f"{name}/vars/1": (c_out,)})
+    assert stored == expected
+
+
+def test_gradients_match_plain_strided_convolutions():
+    """Inputs and weight gradients equal those of the padded strided tf.nn.conv3d form (dropout off)."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    disc = build_discriminator(4)
+    rng = np.random.default_rng(5)
+    sdm = tf.constant(np.tanh(rng.normal(size=(2, 34, 20, 17, 1))), tf.float32)
+    image = tf.constant(rng.normal(size=(2, 34, 20, 17, 1)), tf.float32)
+
+    def plain(layer, x):
+        x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]])
+        return tf.nn.conv3d(x, layer.kernel, [1, 2, 2, 2, 1], "VALID") + layer.bias
+
+    def reference(s, i):
+        x = tf.nn.leaky_relu(plain(disc.sdm_conv, s) + plain(disc.image_conv, i), 0.2)
+        for layer in (disc.conv_2, disc.conv_3, disc.conv_4):
+            x = tf.nn.leaky_relu(plain(layer, x), 0.2)
+        return tf.reduce_mean(x, axis=(1, 2, 3)) @ disc.classifier.kernel + disc.classifier.bias
+
+    results = []
+    for fn in (lambda s, i: disc((s, i), training=False), reference):
+        with tf.GradientTape() as tape:
+            tape.watch([sdm, image])
+            logits = fn(sdm, image)
+            loss = tf.reduce_sum(logits * tf.constant([[1.0, -2.0], [0.5, 3.0]]))
+        results.append([logits] + tape.gradient(loss, [sdm, image] + disc.trainable_variables))
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
