@@ -1,7 +1,9 @@
 """Sliding-window inference speed: seconds per window (batch 1 and batch N) and per LA-sized volume, per precision.
 
-Prints one JSON object. Default: V-Net n_filters 16, patch 112x112x80, a 190x138x88 volume at the paper's stride
-18/18/4 (54 windows) and at a faster stride 56/56/40 (12 windows), float32 and mixed_bfloat16.
+Prints one JSON object (progress on stderr). Default: V-Net n_filters 16, patch 112x112x80, a 190x138x88 volume at
+the paper's stride 18/18/4 (54 windows) and at a faster stride 56/56/40 (12 windows), float32 and mixed_bfloat16.
+On a CPU without native bf16 (AVX512-BF16 / AMX) mixed_bfloat16 is emulated and ~30x slower: only single windows are
+timed then (batch 1, once). The 1-minute load average before and after is recorded: on a shared machine it explains outliers.
 ``--quick`` runs a tiny configuration (seconds) to check that the script works.
 
     python bench/bench_inference.py [--quick] [--batch 4] [--precisions float32 mixed_bfloat16] [--output f.json]
@@ -25,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from sassnet_tf.inference.sliding_window import keras_predict_fn, sliding_window_inference, window_starts  # noqa: E402
 from sassnet_tf.models import build_vnet  # noqa: E402
+from sassnet_tf.training.precision import cpu_has_fast_bf16  # noqa: E402
 
 FULL = {"n_filters": 16, "patch": (112, 112, 80), "volume": (190, 138, 88), "strides": [(18, 18, 4), (56, 56, 40)],
         "repeats": 2}
@@ -45,7 +48,8 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def bench_precision(precision: str, settings: dict, batch: int) -> dict:
+def bench_precision(precision: str, settings: dict, batch: int, volumes: bool = True) -> dict:
+    """Time one precision: windows at batch 1 and `batch`, then (if `volumes`) whole volumes per stride."""
     keras.mixed_precision.set_dtype_policy(precision)
     keras.utils.set_random_seed(0)
     vnet = build_vnet(n_filters=settings["n_filters"])
@@ -55,15 +59,19 @@ def bench_precision(precision: str, settings: dict, batch: int) -> dict:
 
     forward = tf.function(predict, input_signature=[tf.TensorSpec([None, *patch, 1], tf.float32)])
     rng = np.random.default_rng(0)
-    for n in sorted({1, batch}):
+    # Emulated bf16 is so slow that one window, timed once, tells enough.
+    for n in sorted({1, batch}) if volumes else [1]:
         x = tf.constant(rng.normal(size=(n, *patch, 1)).astype(np.float32))
         forward(x)["seg"].numpy()  # warm-up (trace + oneDNN primitive creation)
-        seconds = _best_of(lambda: forward(x)["seg"].numpy(), settings["repeats"] + 1)
+        seconds = _best_of(lambda: forward(x)["seg"].numpy(), settings["repeats"] + 1 if volumes else 1)
         result["windows"][f"batch_{n}"] = {"seconds_per_call": seconds, "seconds_per_window": seconds / n}
         _progress(f"{precision} batch {n}: {seconds / n:.3f} s per window")
 
+    if not volumes:
+        keras.mixed_precision.set_dtype_policy("float32")
+        return result
     volume = tf.constant(rng.normal(size=settings["volume"]).astype(np.float32))
-    # A volume one stride larger than the patch: traces the function and runs a few windows, cheaply.
+    # One voxel larger than the patch on each axis: traces the function and runs 8 windows, cheaply.
     warmup = tf.constant(rng.normal(size=[p + 1 for p in patch]).astype(np.float32))
     for stride in settings["strides"]:
         n_windows = int(np.prod([len(window_starts(s, p, st)) for s, p, st in zip(settings["volume"], patch, stride)]))
@@ -91,10 +99,23 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
                         choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("--force", action="store_true", help="time whole volumes even with emulated bf16")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error("--batch must be >= 1")
     settings = QUICK if args.quick else FULL
+    fast_bf16 = cpu_has_fast_bf16()
+    results = []
+    load_before = os.getloadavg()
+    for precision in args.precisions:
+        emulated = precision == "mixed_bfloat16" and not fast_bf16 and not args.force
+        if emulated:
+            _progress("no native bf16 (AVX512-BF16 / AMX) on this CPU: oneDNN emulates it, ~30x slower than "
+                      "float32; timing single windows only (--force for whole volumes)")
+        result = bench_precision(precision, settings, args.batch, volumes=not emulated)
+        if emulated:
+            result["note"] = "emulated bf16 (no AVX512-BF16/AMX): whole volumes skipped"
+        results.append(result)
     report = {
         "benchmark": "sliding_window_inference",
         "quick": args.quick,
@@ -104,8 +125,10 @@ def main(argv=None) -> int:
         "keras": keras.__version__,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "native_bf16": fast_bf16,
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "timing": f"windows: best of {settings['repeats'] + 1} after a warm-up call; volumes: one run after a warm-up",
-        "results": [bench_precision(p, settings, args.batch) for p in args.precisions],
+        "results": results,
     }
     text = json.dumps(report, indent=2)
     print(text)

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from sassnet_tf.models.layer_options import check_positive_int, torch_bias_initializer, torch_kernel_initializer
-from sassnet_tf.models.space_to_depth_conv import space_to_depth_conv3d
+from sassnet_tf.models.space_to_depth_conv import strided_conv3d
 
 # Four stride-2 convolutions: each spatial axis must be at least 2^4 to leave one voxel to pool.
 MIN_SIZE = 16
@@ -24,9 +24,9 @@ class Discriminator(keras.Model):
 
     Padding emulates torch's ``padding=1``: one zero voxel on every side then a "valid" convolution, so each conv
     gives floor(n / 2) voxels and the same feature maps as the reference for any n (Keras "same" would pad
-    asymmetrically and give ceil(n / 2) on odd sizes). The convolutions run as space-to-depth + a stride-1 2x2x2
-    convolution (`space_to_depth_conv3d`, same result, ~200x faster gradients on CPU); their kernels and biases
-    stay in Keras Conv3D layers, so weight files keep the layout of plain Conv3D layers. The reference's fixed 7x7x5 average pool equals the global
+    asymmetrically and give ceil(n / 2) on odd sizes). The convolutions run through `strided_conv3d`, which computes
+    them as space-to-depth + a stride-1 2x2x2 convolution where TF's strided gradient is slow on CPU (same result);
+    their kernels and biases stay in Keras Conv3D layers, so weight files keep the layout of plain Conv3D layers. The reference's fixed 7x7x5 average pool equals the global
     pool at 112x112x80; the global pool also works at other sizes. Trainable parameters with ndf=64: 11,020,290.
     The pooling and the dense layer run in float32, so the logits are float32 under mixed precision.
 
@@ -108,11 +108,12 @@ class Discriminator(keras.Model):
     def _conv(self, conv, x):
         """torch Conv3d(k=4, s=2, padding=1) with the weights of Keras layer `conv`, in this model's compute dtype.
 
-        Computed by `space_to_depth_conv3d` rather than by calling the layer: TF's CPU gradient of the strided
-        4x4x4 conv is ~200x slower. The layer stays the owner of the variables (names, shapes, weight files).
+        Computed by `strided_conv3d` rather than by calling the layer: TF's CPU gradient of the strided 4x4x4
+        conv can be ~100x slower than the space-to-depth form. The layer stays the owner of the variables (names,
+        shapes, weight files).
         """
         x = keras.ops.cast(x, self.compute_dtype)
-        y = space_to_depth_conv3d(x, conv.kernel, strides=2, padding=1)
+        y = strided_conv3d(x, conv.kernel, strides=2, padding=1)
         return tf.nn.bias_add(y, keras.ops.cast(conv.bias, self.compute_dtype))
 
     def build(self, input_shape):

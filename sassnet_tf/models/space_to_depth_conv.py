@@ -1,10 +1,11 @@
-"""A torch-style strided 3D convolution computed as space-to-depth + stride-1 convolution.
+"""Torch-style strided 3D convolutions, optionally computed as space-to-depth + stride-1 convolution.
 
-TensorFlow's CPU gradient of a strided conv3d whose kernel is larger than its stride (the discriminator's 4x4x4
-stride 2) is pathologically slow here: 6.4 s for [4, 50, 50, 34, 1] -> 16 channels against 0.02 s forward
-(docs/PERFORMANCE.md). Folding each s x s x s block of voxels into the channels turns the same convolution into a
-stride-1 (k/s)^3 convolution on s^3 * C channels, whose forward and gradients are ordinary oneDNN kernels:
-the same result to float rounding and about 200x faster to differentiate.
+Without TensorFlow's oneDNN kernels (its default on this AVX2 CPU), the gradient of a strided conv3d whose kernel
+is larger than its stride (the discriminator's 4x4x4 stride 2) is pathologically slow at narrow widths: 20 s for
+[4, 50, 50, 34, 1] -> 16 channels against 0.06 s forward (docs/PERFORMANCE.md). Folding each s x s x s block of
+voxels into the channels turns the same convolution into a stride-1 (k/s)^3 convolution on s^3 * C channels: the
+same result to float rounding, with ordinary fast gradients. With oneDNN on, the strided convolution is fine except
+on very few input channels, where space-to-depth is still 2-4x faster; `strided_conv3d` picks per layer.
 
 The kernel stays a Keras/torch-layout ``[k, k, k, C, F]`` tensor (it is only reshaped on the fly), so layers keep
 their variables, parameter counts, initialisers and saved weight files.
@@ -12,7 +13,49 @@ their variables, parameter counts, initialisers and saved weight files.
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
+
+# With oneDNN on, space-to-depth pays only below this many input channels (the discriminator's 1-channel inputs).
+SPACE_TO_DEPTH_MAX_CHANNELS_ONEDNN = 8
+METHODS = ("auto", "space_to_depth", "direct")
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (TF_ENABLE_ONEDNN_OPTS, or TF's CPU default)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, but the only runtime answer
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("1", "true")
+
+
+def strided_conv3d(inputs, kernel, strides=2, padding=1, method="auto"):
+    """torch ``Conv3d(kernel_size=k, stride=s, padding=p, bias=False)`` on channels-last inputs, the fastest way.
+
+    Args:
+        inputs: ``[B, H, W, D, C]`` tensor.
+        kernel: ``[k, k, k, C, F]`` tensor or variable (Keras Conv3D layout), cast to the inputs' dtype.
+        strides: the stride s on every spatial axis.
+        padding: zeros added on both sides of every spatial axis.
+        method: "space_to_depth" (`space_to_depth_conv3d`), "direct" (zero padding then a strided "VALID"
+            tf.nn.conv3d) or "auto": space-to-depth unless oneDNN is on and C >= 8 (measured, PERFORMANCE.md).
+
+    Returns:
+        ``[B, H', W', D', F]`` with ``floor((n + 2p - k) / s) + 1`` voxels per axis, without bias.
+    """
+    if method not in METHODS:
+        raise ValueError(f"strided_conv3d: method {method!r} is not one of {', '.join(METHODS)}")
+    if method == "auto":
+        narrow = int(kernel.shape[3]) < SPACE_TO_DEPTH_MAX_CHANNELS_ONEDNN
+        s2d_ok = kernel.shape[0] % strides == 0
+        method = "space_to_depth" if s2d_ok and (narrow or not onednn_enabled()) else "direct"
+    if method == "space_to_depth":
+        return space_to_depth_conv3d(inputs, kernel, strides, padding)
+    p, s = int(padding), int(strides)
+    x = tf.pad(inputs, [[0, 0], [p, p], [p, p], [p, p], [0, 0]]) if p else inputs
+    return tf.nn.conv3d(x, tf.cast(kernel, inputs.dtype), [1, s, s, s, 1], "VALID")
 
 
 def _dims(x):

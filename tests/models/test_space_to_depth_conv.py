@@ -1,10 +1,11 @@
-"""space_to_depth_conv3d: equal to the padded strided tf.nn.conv3d (values and gradients), any size, any dtype."""
+"""space_to_depth_conv3d and strided_conv3d: equal to the padded strided tf.nn.conv3d (values and gradients), any size, any dtype."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sassnet_tf.models.space_to_depth_conv import space_to_depth_conv3d
+from sassnet_tf.models import space_to_depth_conv
+from sassnet_tf.models.space_to_depth_conv import space_to_depth_conv3d, strided_conv3d
 from tests.models.conftest import conv3d
 
 
@@ -80,3 +81,39 @@ def test_bfloat16_inputs_cast_the_kernel():
 def test_bad_arguments(x_shape, kernel_shape, strides, padding, match):
     with pytest.raises(ValueError, match=match):
         space_to_depth_conv3d(tf.zeros(x_shape), tf.zeros(kernel_shape), strides, padding)
+
+
+@pytest.mark.parametrize("method", ["auto", "space_to_depth", "direct"])
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("channels", [1, 9])  # below and above the space-to-depth threshold under oneDNN
+def test_strided_conv3d_every_method_equals_the_reference(monkeypatch, method, onednn, channels):
+    monkeypatch.setattr(space_to_depth_conv, "onednn_enabled", lambda: onednn)
+    rng = np.random.default_rng(channels)
+    x = tf.constant(rng.normal(size=(1, 11, 10, 9, channels)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(4, 4, 4, channels, 3)), tf.float32)
+    y, grads = loss_and_grads(lambda a, w: strided_conv3d(a, w, 2, 1, method), x, kernel)
+    y_ref, grads_ref = loss_and_grads(lambda a, w: strided_reference(a, w, 2, 1), x, kernel)
+    for got, want in zip([y] + grads, [y_ref] + grads_ref):
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(tf.reduce_max(tf.abs(want))))
+
+
+def test_strided_conv3d_auto_choice(monkeypatch):
+    """auto: space-to-depth without oneDNN or on few channels; never for a kernel the stride does not divide."""
+    calls = []
+    monkeypatch.setattr(space_to_depth_conv, "space_to_depth_conv3d", lambda *a: calls.append("s2d") or a[0])
+    for onednn, channels, kernel_size, expected in ((False, 16, 4, ["s2d"]), (True, 1, 4, ["s2d"]),
+                                                    (True, 16, 4, []), (False, 4, 3, [])):
+        calls.clear()
+        monkeypatch.setattr(space_to_depth_conv, "onednn_enabled", lambda: onednn)
+        x = tf.zeros((1, 8, 8, 8, channels))
+        strided_conv3d(x, tf.zeros((kernel_size,) * 3 + (channels, 2)), 2, 1)
+        assert calls == expected, (onednn, channels, kernel_size)
+
+
+def test_strided_conv3d_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="method 'im2col' is not one of auto, space_to_depth, direct"):
+        strided_conv3d(tf.zeros((1, 8, 8, 8, 1)), tf.zeros((4, 4, 4, 1, 2)), method="im2col")
+
+
+def test_onednn_enabled_is_a_bool():
+    assert isinstance(space_to_depth_conv.onednn_enabled(), bool)
