@@ -132,6 +132,7 @@ def main():
     p.add_argument("--d-reuse-forward", action="store_true")
     p.add_argument("--onednn", default="on", choices=["on", "off", "default"],
                    help="TF_ENABLE_ONEDNN_OPTS=1 / =0 / left as in the environment")
+    p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args()
     if args.precision:
         print(json.dumps(run_one(args)))
@@ -151,8 +152,12 @@ def main():
             results.append({"precision": precision, "error": out.stderr.strip().splitlines()[-1:]})
         else:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps({"benchmark": "train_iteration", "cpu": platform.processor() or platform.machine(),
-                      "cores": os.cpu_count(), "load_average_1_5_15_before": load_before, "results": results}, indent=2))
+    text = json.dumps({"benchmark": "train_iteration", "cpu": platform.processor() or platform.machine(),
+                       "cores": os.cpu_count(), "load_average_1_5_15_before": load_before, "results": results}, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
 
 
 if __name__ == "__main__":

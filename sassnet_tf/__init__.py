@@ -7,3 +7,8 @@ TF-Serving-compatible server and the gRPC client.
 """
 
 __version__ = "0.1.0"
+
+from sassnet_tf.utils.runtime import default_onednn_on
+
+# Before anything imports TensorFlow: its oneDNN kernels are several times faster on every x86 CPU we measured.
+default_onednn_on()

@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The package default (sassnet_tf.utils.runtime), also for test modules that import TensorFlow first.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("SASSNET_TF_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "sassnet"))
 
 import pathlib  # noqa: E402

@@ -10,6 +10,8 @@ import math
 
 import keras
 
+from sassnet_tf.models.fused_batch_norm import FusedBatchNorm
+
 NORMALIZATIONS = ("batchnorm", "groupnorm", "instancenorm", "none")
 
 # torch's default weight init: bound = gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + 5)) -> 1 / sqrt(fan_in),
@@ -44,8 +46,8 @@ def make_normalization(normalization: str, channels: int, dtype=None):
     """The normalisation layer after a convolution, as the reference's blocks build it, or None for "none".
 
     - batchnorm: torch BatchNorm3d (momentum 0.1 = Keras momentum 0.9, eps 1e-5, affine). 2C trainable
-      (+2C moving statistics). Keras updates the moving variance with the biased batch variance, torch with the
-      unbiased one; with >= 10^4 voxels per channel the difference is below 1e-4 relative.
+      (+2C moving statistics). `FusedBatchNorm`: TensorFlow's fused kernel in training, which also updates the
+      moving variance with the unbiased batch variance as torch does.
     - groupnorm: torch GroupNorm(16 groups, affine, eps 1e-5). 2C trainable. Groups = gcd(16, C) so narrow test
       networks (C < 16) still work; at n_filters=16 every stage has 16 groups, as the reference.
     - instancenorm: torch InstanceNorm3d defaults (no affine, no running statistics, eps 1e-5). 0 parameters.
@@ -58,7 +60,7 @@ def make_normalization(normalization: str, channels: int, dtype=None):
     """
     check_normalization(normalization, "make_normalization")
     if normalization == "batchnorm":
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+        return FusedBatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)
     if normalization == "groupnorm":
         return keras.layers.GroupNormalization(groups=math.gcd(16, channels), epsilon=1e-5, dtype=dtype)
     if normalization == "instancenorm":

@@ -1,1 +1,1 @@
-"""Small shared helpers (atomic file writes, logging)."""
+"""Small shared helpers (atomic file writes, process-wide TensorFlow settings)."""

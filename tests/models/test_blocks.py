@@ -6,6 +6,7 @@ import pytest
 
 from sassnet_tf.models.conv_block import ConvBlock
 from sassnet_tf.models.down_block import DownBlock
+from sassnet_tf.models.fused_batch_norm import FusedBatchNorm
 from sassnet_tf.models.up_block import UpBlock
 
 
@@ -23,7 +24,7 @@ def test_shapes_and_relu(block, in_shape, out_shape):
 
 
 @pytest.mark.parametrize("normalization,layer_type", [
-    ("batchnorm", keras.layers.BatchNormalization), ("groupnorm", keras.layers.GroupNormalization),
+    ("batchnorm", FusedBatchNorm), ("groupnorm", keras.layers.GroupNormalization),
     ("instancenorm", keras.layers.GroupNormalization)])
 def test_normalization_layers(normalization, layer_type):
     block = ConvBlock(8, n_convs=2, normalization=normalization)

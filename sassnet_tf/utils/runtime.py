@@ -1,0 +1,25 @@
+"""Process-wide TensorFlow settings that must be chosen before TensorFlow is imported."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def default_onednn_on() -> bool:
+    """Turn TensorFlow's oneDNN CPU kernels on unless the user chose (``TF_ENABLE_ONEDNN_OPTS`` set) or it is too late.
+
+    TensorFlow enables oneDNN by default only on CPUs with AVX-512-class features. On an AVX2 CPU (the 2-core EPYC
+    this project is benchmarked on) the fallback Eigen kernels make 3D convolution gradients 3-5x slower and a
+    full training iteration ~3x slower (docs/PERFORMANCE.md), while oneDNN gives the same float32 results to
+    rounding. The variable is read once, when TensorFlow loads, so this only acts before ``import tensorflow``.
+
+    Returns:
+        True when this call set the variable.
+    """
+    if ONEDNN_ENV in os.environ or "tensorflow" in sys.modules:
+        return False
+    os.environ[ONEDNN_ENV] = "1"
+    return True

@@ -1,0 +1,30 @@
+"""default_onednn_on: oneDNN on by default, the user's choice kept, nothing done once TensorFlow is loaded."""
+
+import subprocess
+import sys
+
+from sassnet_tf.utils import runtime
+
+
+def test_sets_the_variable_only_when_unset_and_before_tensorflow(monkeypatch):
+    monkeypatch.delenv(runtime.ONEDNN_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert runtime.default_onednn_on() is True
+    assert runtime.os.environ[runtime.ONEDNN_ENV] == "1"
+
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "0")
+    assert runtime.default_onednn_on() is False
+    assert runtime.os.environ[runtime.ONEDNN_ENV] == "0"
+
+    monkeypatch.delenv(runtime.ONEDNN_ENV)
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert runtime.default_onednn_on() is False
+    assert runtime.ONEDNN_ENV not in runtime.os.environ
+
+
+def test_importing_the_package_turns_onednn_on_in_tensorflow():
+    code = ("import os, sassnet_tf; from tensorflow.python.util import _pywrap_util_port as p; "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], p.IsMklEnabled())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != runtime.ONEDNN_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["1", "True"]
