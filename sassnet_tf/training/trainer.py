@@ -164,7 +164,12 @@ class Trainer:
         if self.discriminator is not None:
             save_weights_atomic(self.discriminator, self.run.weights_path("discriminator", "last"))
         state["iteration"] = iteration
+        state["train_seconds"] = self._train_seconds()
         self.run.write_state(state)
+
+    def _train_seconds(self) -> float:
+        """Training wall time summed over every session of this run, up to now (what RESULTS.md reports)."""
+        return round(self._seconds_before + time.time() - self._session_start, 1)
 
     def _log_images(self, writer, iteration: int, batch) -> None:
         image = batch["labeled_image"][:1]
@@ -213,6 +218,8 @@ class Trainer:
         best = (state.get("best") or {}).get("dice", -math.inf)
         last_good = start
         t0 = time.time()
+        # Wall time of earlier sessions, as saved with the checkpoint this session resumed from.
+        self._seconds_before, self._session_start = float(state.get("train_seconds") or 0.0), t0
         iteration = start
         for iteration in range(start + 1, t.iterations + 1):
             logs = {k: float(v) for k, v in train_fn(iterator).items()}
@@ -251,7 +258,7 @@ class Trainer:
             if _KILL_AT and iteration == int(_KILL_AT):
                 os.kill(os.getpid(), signal.SIGKILL)  # testing hook: a hard kill, as by the OOM killer
         writer.flush()
-        state.update(status="completed", iteration=iteration,
+        state.update(status="completed", iteration=iteration, train_seconds=self._train_seconds(),
                      seconds_per_iteration=(time.time() - t0) / max(1, iteration - start))
         if self.chief:
             self.run.write_state(state)
