@@ -1,6 +1,6 @@
 """Serving overhead: one volume through the local gRPC server vs the same SavedModel called in process; prints JSON.
 
-Default: a random-weight V-Net (n_filters 16, mixed_bfloat16) exported with patch 112x112x80 and stride 18/18/4
+Default: a random-weight V-Net (n_filters 16, precision auto: bf16 only on CPUs with native bf16) exported with patch 112x112x80 and stride 18/18/4
 into a temporary model base path, and a 190x138x88 volume (an LA-sized scan, 54 windows). ``--model-base-path``
 serves an existing export instead (its newest version). ``--quick``: n_filters 4, patch 32x32x16, a 48x40x24
 volume, to check the script in seconds.
@@ -28,6 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import sassnet_tf  # noqa: E402,F401  (before TensorFlow: turns oneDNN on, sassnet_tf.utils.runtime)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and volume (seconds)")
     parser.add_argument("--model-base-path", help="serve this existing model base path instead of exporting one")
-    parser.add_argument("--precision", default="mixed_bfloat16", help="dtype policy of the exported random model")
+    parser.add_argument("--precision", default="auto",
+                        help="dtype policy of the exported random model (auto: as `train.py --precision auto`)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per mode (median reported)")
     parser.add_argument("--rest", action="store_true", help="also time the REST API (JSON) for the same volume")
     parser.add_argument("--output", help="also write the JSON here")
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
         else:
             base = os.path.join(tmp, "sassnet")
             tick = time.perf_counter()
+            from sassnet_tf.training.precision import resolve_precision
+
+            args.precision = resolve_precision(args.precision)
             export_random_model(base, settings, args.precision)
             source = f"random build_vnet({settings['n_filters']}) exported as {args.precision} in {time.perf_counter() - tick:.1f} s"
             versions = [1]

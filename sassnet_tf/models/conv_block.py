@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from sassnet_tf.models.folded_conv import can_fold, conv3d_bn_relu
 from sassnet_tf.models.layer_options import (
     check_normalization,
     check_positive_int,
@@ -58,6 +59,9 @@ class ConvBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for i, conv in enumerate(self.convs):
+            if self.norms and can_fold(self.norms[i], training):
+                x = conv3d_bn_relu(x, conv, self.norms[i], strides=1, padding="SAME")  # same result, one kernel
+                continue
             x = conv(x)
             if self.norms:
                 x = self.norms[i](x, training=training)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from sassnet_tf.models.folded_conv import can_fold, conv3d_bn_relu
 from sassnet_tf.models.layer_options import (
     check_normalization,
     check_positive_int,
@@ -46,6 +47,8 @@ class DownBlock(keras.layers.Layer):
             self.norm.build(self.conv.compute_output_shape(shape))
 
     def call(self, inputs, training=None):
+        if can_fold(self.norm, training):
+            return conv3d_bn_relu(inputs, self.conv, self.norm, strides=2, padding="VALID")  # same result, one kernel
         x = self.conv(inputs)
         if self.norm is not None:
             x = self.norm(x, training=training)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from sassnet_tf.models.folded_conv import can_fold, conv3d_transpose_bn_relu
 from sassnet_tf.models.layer_options import (
     check_normalization,
     check_positive_int,
@@ -47,6 +48,8 @@ class UpBlock(keras.layers.Layer):
             self.norm.build(self.conv.compute_output_shape(shape))
 
     def call(self, inputs, training=None):
+        if can_fold(self.norm, training):
+            return conv3d_transpose_bn_relu(inputs, self.conv, self.norm)  # same result, one kernel
         x = self.conv(inputs)
         if self.norm is not None:
             x = self.norm(x, training=training)
