@@ -205,8 +205,14 @@ def run_row(row: Row, runs: str, data_root: str, extra: list) -> int:
         train.append("--resume")
     evaluate = [sys.executable, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list",
                 EVAL_LIST, "--no-png"]
-    for cmd in (train, evaluate + ["--output", os.path.join(run, "eval-la_eval10")],
-                evaluate + ["--nms", "--output", os.path.join(run, "eval-la_eval10-nms")]):
+    weights = os.path.join(run, "weights", "vnet_last.weights.h5")
+    for cmd, summary in ((train, None),
+                         (evaluate + ["--output", os.path.join(run, "eval-la_eval10")], "eval-la_eval10"),
+                         (evaluate + ["--nms", "--output", os.path.join(run, "eval-la_eval10-nms")], "eval-la_eval10-nms")):
+        done = summary and os.path.join(run, summary, "summary.json")
+        if done and os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(weights):
+            print(f"= {done} is newer than the weights: evaluation kept", flush=True)
+            continue
         print("+", " ".join(cmd), flush=True)
         code = subprocess.call(cmd, cwd=REPO)
         if code:
