@@ -60,7 +60,7 @@ class ConvBlock(keras.layers.Layer):
         x = inputs
         for i, conv in enumerate(self.convs):
             if self.norms and can_fold(self.norms[i], training):
-                x = conv3d_bn_relu(x, conv, self.norms[i], strides=1, padding="SAME")  # same result, one kernel
+                x = conv3d_bn_relu(x, conv, self.norms[i])  # same result, one kernel
                 continue
             x = conv(x)
             if self.norms:

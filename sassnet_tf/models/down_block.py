@@ -48,7 +48,7 @@ class DownBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if can_fold(self.norm, training):
-            return conv3d_bn_relu(inputs, self.conv, self.norm, strides=2, padding="VALID")  # same result, one kernel
+            return conv3d_bn_relu(inputs, self.conv, self.norm)  # same result, one kernel
         x = self.conv(inputs)
         if self.norm is not None:
             x = self.norm(x, training=training)

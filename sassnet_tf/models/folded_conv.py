@@ -41,10 +41,13 @@ def folded_weights(kernel, bias, norm, out_axis: int, dtype):
     return tf.cast(new_kernel, dtype), tf.cast(new_bias, dtype)
 
 
-def conv3d_bn_relu(inputs, conv, norm, strides: int, padding: str):
-    """``relu(norm(conv(inputs)))`` for a keras Conv3D `conv` and an inference-mode BN, as one fused convolution."""
+def conv3d_bn_relu(inputs, conv, norm):
+    """``relu(norm(conv(inputs)))`` for a keras Conv3D `conv` and an inference-mode BN, as one fused convolution.
+
+    Strides and padding are the layer's own (Keras "same"/"valid" are TensorFlow's "SAME"/"VALID").
+    """
     kernel, bias = folded_weights(conv.kernel, conv.bias if conv.use_bias else None, norm, 4, conv.compute_dtype)
-    x = tf.nn.conv3d(tf.cast(inputs, conv.compute_dtype), kernel, [1, strides, strides, strides, 1], padding)
+    x = tf.nn.conv3d(tf.cast(inputs, conv.compute_dtype), kernel, [1, *conv.strides, 1], conv.padding.upper())
     return tf.nn.relu(tf.nn.bias_add(x, bias))
 
 
