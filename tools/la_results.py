@@ -49,15 +49,25 @@ ROWS = (
 ROW_BY_KEY = {row.key: row for row in ROWS}
 
 
-def row_commands(row: Row, runs: str = DEFAULT_RUNS, data_root: str = DEFAULT_ROOT) -> list:
-    """The shell commands `run` executes for a row (also printed in RESULTS.md)."""
+EVAL_DIRS = ("eval-la_eval10", "eval-la_eval10-nms")  # without / with the largest-component filter
+
+
+def row_steps(row: Row, runs: str, data_root: str, python: str = "python", extra=()) -> list:
+    """(argv, evaluation folder or None) of each step `run` executes for a row: train, evaluate, evaluate + NMS."""
     run = f"{runs}/{row.key}"
-    evaluate = f"python -m sassnet_tf.evaluate --model {run} --weights last --list {EVAL_LIST} --no-png"
-    return [
-        f"python train.py --config {row.config} --data-root {data_root} --output {run} --no-progress [--resume]",
-        f"{evaluate} --output {run}/eval-la_eval10",
-        f"{evaluate} --nms --output {run}/eval-la_eval10-nms",
-    ]
+    train = [python, "train.py", "--config", row.config, "--data-root", data_root, "--output", run, "--no-progress",
+             *extra]
+    evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", EVAL_LIST,
+                "--no-png"]
+    return [(train, None), (evaluate + ["--output", f"{run}/{EVAL_DIRS[0]}"], EVAL_DIRS[0]),
+            (evaluate + ["--nms", "--output", f"{run}/{EVAL_DIRS[1]}"], EVAL_DIRS[1])]
+
+
+def row_commands(row: Row, runs: str = DEFAULT_RUNS, data_root: str = DEFAULT_ROOT) -> list:
+    """The shell commands `run` executes for a row (printed in RESULTS.md)."""
+    commands = [" ".join(argv) for argv, _ in row_steps(row, runs, data_root)]
+    commands[0] += " [--resume]"
+    return commands
 
 
 def read_json(path: str):
@@ -72,8 +82,8 @@ def row_state(row: Row, runs: str) -> dict:
     """What the run folder of a row holds: run.json state and the two evaluation summaries (None if absent)."""
     run = os.path.join(runs, row.key)
     return {"run": read_json(os.path.join(run, "run.json")),
-            "eval": read_json(os.path.join(run, "eval-la_eval10", "summary.json")),
-            "eval_nms": read_json(os.path.join(run, "eval-la_eval10-nms", "summary.json"))}
+            "eval": read_json(os.path.join(run, EVAL_DIRS[0], "summary.json")),
+            "eval_nms": read_json(os.path.join(run, EVAL_DIRS[1], "summary.json"))}
 
 
 def _metrics(summary) -> str:
@@ -197,24 +207,21 @@ def plot_curves(runs: str, path: str) -> bool:
 
 
 def run_row(row: Row, runs: str, data_root: str, extra: list) -> int:
-    """Train (resuming) then evaluate one row; returns the first non-zero exit code, else 0."""
-    run = os.path.join(runs, row.key)
-    train = [sys.executable, "train.py", "--config", row.config, "--data-root", data_root, "--output", run,
-             "--no-progress", *extra]
-    if os.path.isfile(os.path.join(run, "run.json")):
-        train.append("--resume")
-    evaluate = [sys.executable, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list",
-                EVAL_LIST, "--no-png"]
+    """Train (resuming) then evaluate one row; returns the first non-zero exit code, else 0.
+
+    Commands run from the repository root, so `runs` and `data_root` are taken relative to it (or absolute).
+    """
+    run = os.path.join(REPO, runs, row.key)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
-    for cmd, summary in ((train, None),
-                         (evaluate + ["--output", os.path.join(run, "eval-la_eval10")], "eval-la_eval10"),
-                         (evaluate + ["--nms", "--output", os.path.join(run, "eval-la_eval10-nms")], "eval-la_eval10-nms")):
-        done = summary and os.path.join(run, summary, "summary.json")
-        if done and os.path.isfile(done) and os.path.getmtime(done) > os.path.getmtime(weights):
-            print(f"= {done} is newer than the weights: evaluation kept", flush=True)
+    for argv, eval_dir in row_steps(row, runs, data_root, python=sys.executable, extra=extra):
+        if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
+            argv = argv + ["--resume"]
+        summary = eval_dir and os.path.join(run, eval_dir, "summary.json")
+        if summary and os.path.isfile(summary) and os.path.getmtime(summary) > os.path.getmtime(weights):
+            print(f"= {summary} is newer than the weights: evaluation kept", flush=True)
             continue
-        print("+", " ".join(cmd), flush=True)
-        code = subprocess.call(cmd, cwd=REPO)
+        print("+", " ".join(argv), flush=True)
+        code = subprocess.call(argv, cwd=REPO)
         if code:
             return code
     return 0
@@ -238,7 +245,7 @@ def main(argv=None) -> int:
     if args.command == "run":
         if not args.rows:
             parser.error("run: name the rows to run")
-        if not os.path.isdir(os.path.join(REPO, args.data_root)) and not os.path.isdir(args.data_root):
+        if not os.path.isdir(os.path.join(REPO, args.data_root)):  # commands run from the repository root
             parser.error(f"--data-root {args.data_root}: not a folder (the LA release with train.list)")
         extra = [a for s in args.set for a in ("--set", s)]
         for key in args.rows:
