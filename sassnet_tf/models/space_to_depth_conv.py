@@ -13,22 +13,13 @@ their variables, parameter counts, initialisers and saved weight files.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
+
+from sassnet_tf.utils.runtime import onednn_enabled
 
 # With oneDNN on, space-to-depth pays only below this many input channels (the discriminator's 1-channel inputs).
 SPACE_TO_DEPTH_MAX_CHANNELS_ONEDNN = 8
 METHODS = ("auto", "space_to_depth", "direct")
-
-
-def onednn_enabled() -> bool:
-    """Whether TensorFlow runs its oneDNN kernels in this process (TF_ENABLE_ONEDNN_OPTS, or TF's CPU default)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # private, but the only runtime answer
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("1", "true")
 
 
 def strided_conv3d(inputs, kernel, strides=2, padding=1, method="auto"):

@@ -23,3 +23,12 @@ def default_onednn_on() -> bool:
         return False
     os.environ[ONEDNN_ENV] = "1"
     return True
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (asks TensorFlow; the variable as a fallback)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, but the only runtime answer
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get(ONEDNN_ENV, "").strip().lower() in ("1", "true")

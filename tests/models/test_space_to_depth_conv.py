@@ -113,7 +113,3 @@ def test_strided_conv3d_auto_choice(monkeypatch):
 def test_strided_conv3d_rejects_unknown_methods():
     with pytest.raises(ValueError, match="method 'im2col' is not one of auto, space_to_depth, direct"):
         strided_conv3d(tf.zeros((1, 8, 8, 8, 1)), tf.zeros((4, 4, 4, 1, 2)), method="im2col")
-
-
-def test_onednn_enabled_is_a_bool():
-    assert isinstance(space_to_depth_conv.onednn_enabled(), bool)

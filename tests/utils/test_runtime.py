@@ -1,4 +1,5 @@
-"""default_onednn_on: oneDNN on by default, the user's choice kept, nothing done once TensorFlow is loaded."""
+"""default_onednn_on: oneDNN on by default, the user's choice kept, nothing done once TensorFlow is loaded;
+onednn_enabled reports what TensorFlow runs."""
 
 import subprocess
 import sys
@@ -28,3 +29,15 @@ def test_importing_the_package_turns_onednn_on_in_tensorflow():
     env = {k: v for k, v in __import__("os").environ.items() if k != runtime.ONEDNN_ENV}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["1", "True"]
+
+
+def test_onednn_enabled_matches_tensorflow(monkeypatch):
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert runtime.onednn_enabled() is bool(_pywrap_util_port.IsMklEnabled())
+    # The fallback, for TensorFlow builds without the private query, reads the variable.
+    monkeypatch.delattr(_pywrap_util_port, "IsMklEnabled")
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "0")
+    assert runtime.onednn_enabled() is False
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "True")
+    assert runtime.onednn_enabled() is True
