@@ -32,6 +32,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from sassnet_tf.utils.runtime import set_cpu_threads
+
 log = logging.getLogger("sassnet_tf.evaluate")
 
 PAPER_COLUMNS = ("Dice (%)", "Jaccard (%)", "ASD (voxel)", "95HD (voxel)")
@@ -572,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", choices=("best", "last"), default="best", help="run folder weights")
     parser.add_argument("--output", help="results folder (default RUN/eval-<list>; required for a SavedModel)")
     parser.add_argument("--no-png", action="store_true", help="skip the per-case overlay PNGs")
+    parser.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores)")
     return parser
 
 
@@ -580,6 +583,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.threads is not None:
+            try:
+                set_cpu_threads(args.threads)
+            except ValueError as exc:
+                raise EvaluationError(f"--threads: {exc}") from None
         evaluate(args)
     except (ValueError, OSError) as exc:  # DataError, ConfigError, RunDirError, EvaluationError are ValueErrors
         log.debug("evaluation failed", exc_info=True)

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("supervised", "sdm", "sassnet"), help="train.mode")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores); 1 lets two "
+                   "runs share a 2-core machine efficiently")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable); bare KEY=VALUE arguments work too")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -50,6 +52,7 @@ def main(argv: Optional[list] = None) -> int:
     from sassnet_tf.data.errors import DataError
     from sassnet_tf.training.checkpoint_store import CheckpointStoreError
     from sassnet_tf.training.run_dir import RunDir, RunDirError
+    from sassnet_tf.utils.runtime import set_cpu_threads
 
     try:
         overrides = parse_overrides(args.sets + args.overrides)
@@ -67,6 +70,11 @@ def main(argv: Optional[list] = None) -> int:
                 raise ConfigError("--resume needs --output RUN_DIR")
             name = os.path.splitext(os.path.basename(config_path))[0] if config_path else "sassnet"
             output = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.threads is not None:
+            try:
+                set_cpu_threads(args.threads)
+            except ValueError as exc:
+                raise ConfigError(f"--threads: {exc}") from None
         from sassnet_tf.training.trainer import Trainer, TrainingDiverged
 
         logging.getLogger("sassnet_tf").info("config %s; output %s", config_path or "<defaults>", output)

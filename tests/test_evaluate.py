@@ -91,6 +91,8 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
     (tmp_path / "neither").mkdir()
     assert ev.main(["--model", str(tmp_path / "neither"), "--data-root", str(tmp_path)]) == 2
     assert "neither a run folder" in capsys.readouterr().err
+    assert ev.main(["--model", str(tmp_path / "neither"), "--threads", "0"]) == 2
+    assert "--threads: threads must be a positive integer, got 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- end-to-end fixtures

@@ -2,6 +2,7 @@
 
     python tools/la_results.py run sassnet_8      # train (resuming if the run exists), then evaluate
     python tools/la_results.py run all            # every row in table order, each resumed where it stopped
+    python tools/la_results.py run all --jobs 2   # two rows at a time, one thread each (~15 % more work done)
     python tools/la_results.py status             # iteration and state of every row
     python tools/la_results.py table              # rewrite docs/RESULTS.md and docs/results/curves.png
 
@@ -206,25 +207,66 @@ def plot_curves(runs: str, path: str) -> bool:
     return True
 
 
-def run_row(row: Row, runs: str, data_root: str, extra: list) -> int:
+def run_row(row: Row, runs: str, data_root: str, extra: list, threads: int | None = None, log=None) -> int:
     """Train (resuming) then evaluate one row; returns the first non-zero exit code, else 0.
 
     Commands run from the repository root, so `runs` and `data_root` are taken relative to it (or absolute).
+    `threads` is passed to every step as `--threads`; `log` (an open file) receives the steps' output.
     """
     run = os.path.join(REPO, runs, row.key)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
     for argv, eval_dir in row_steps(row, runs, data_root, python=sys.executable, extra=extra):
         if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
             argv = argv + ["--resume"]
+        if threads is not None:
+            argv = argv + ["--threads", str(threads)]
         summary = eval_dir and os.path.join(run, eval_dir, "summary.json")
         if summary and os.path.isfile(summary) and os.path.getmtime(summary) > os.path.getmtime(weights):
             print(f"= {summary} is newer than the weights: evaluation kept", flush=True)
             continue
-        print("+", " ".join(argv), flush=True)
-        code = subprocess.call(argv, cwd=REPO)
+        print("+", " ".join(argv) + (f"  (output: {log.name})" if log else ""), flush=True)
+        code = subprocess.call(argv, cwd=REPO, stdout=log, stderr=log and subprocess.STDOUT)
         if code:
+            print(f"! {row.key}: exit code {code}", flush=True)
             return code
     return 0
+
+
+def run_rows(rows: list, runs: str, data_root: str, extra: list, jobs: int = 1) -> int:
+    """Run rows in order, `jobs` at a time; returns the first non-zero exit code, else 0.
+
+    With jobs > 1 each row's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
+    work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<row>.log.
+    """
+    if jobs == 1:
+        for row in rows:
+            code = run_row(row, runs, data_root, extra)
+            if code:
+                return code
+        return 0
+    import threading
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, codes, lock = list(rows), [], threading.Lock()
+    os.makedirs(os.path.join(REPO, runs), exist_ok=True)
+
+    def lane():
+        while True:
+            with lock:
+                if not pending:
+                    return
+                row = pending.pop(0)
+            with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
+                code = run_row(row, runs, data_root, extra, threads=threads, log=log)
+            with lock:
+                codes.append(code)
+
+    workers = [threading.Thread(target=lane, daemon=True) for _ in range(min(jobs, len(rows)))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return next((code for code in codes if code), 0)
 
 
 def main(argv=None) -> int:
@@ -236,6 +278,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="docs/RESULTS.md", help="`table`: the Markdown file written")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="`run`: config override passed to train.py (e.g. train.iterations=20 for a smoke run)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="`run`: rows trained at once, each on cores // jobs threads (default 1)")
     args = parser.parse_args(argv)
     if args.rows == ["all"]:
         args.rows = list(ROW_BY_KEY)
@@ -247,12 +291,10 @@ def main(argv=None) -> int:
             parser.error("run: name the rows to run")
         if not os.path.isdir(os.path.join(REPO, args.data_root)):  # commands run from the repository root
             parser.error(f"--data-root {args.data_root}: not a folder (the LA release with train.list)")
+        if args.jobs < 1:
+            parser.error(f"--jobs must be at least 1, got {args.jobs}")
         extra = [a for s in args.set for a in ("--set", s)]
-        for key in args.rows:
-            code = run_row(ROW_BY_KEY[key], args.runs, args.data_root, extra)
-            if code:
-                return code
-        return 0
+        return run_rows([ROW_BY_KEY[key] for key in args.rows], args.runs, args.data_root, extra, args.jobs)
     runs = os.path.join(REPO, args.runs)
     if args.command == "status":
         sys.path.insert(0, REPO)

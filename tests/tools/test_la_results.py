@@ -57,3 +57,41 @@ def test_unknown_row_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         la_results.main(["run", "sassnet_32"])
     assert exc.value.code == 2 and "unknown row(s) sassnet_32" in capsys.readouterr().err
+
+
+def test_run_rows_with_two_jobs_runs_every_row_on_shared_cores(tmp_path, monkeypatch):
+    import threading
+
+    calls, running, overlap, lock = [], [0], [0], threading.Lock()
+
+    def fake_call(argv, cwd, stdout=None, stderr=None):
+        with lock:
+            calls.append(argv)
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        threading.Event().wait(0.05)
+        with lock:
+            running[0] -= 1
+        stdout.write("step output\n")
+        return 0
+
+    monkeypatch.setattr(la_results.subprocess, "call", fake_call)
+    monkeypatch.setattr(la_results.os, "cpu_count", lambda: 2)
+    rows = [la_results.ROW_BY_KEY[k] for k in ("sassnet_8", "vnet_sdm_8", "vnet_16")]
+    runs = str(tmp_path / "runs")
+    assert la_results.run_rows(rows, runs, "data/LA", [], jobs=2) == 0
+    assert len(calls) == 9 and overlap[0] == 2  # train + 2 evaluations per row, two rows at a time
+    assert all(argv[-2:] == ["--threads", "1"] for argv in calls)
+    assert [argv[3] for argv in calls if argv[1] == "train.py"][0] == rows[0].config  # table order kept
+    for row in rows:
+        assert (tmp_path / "runs" / f"{row.key}.log").read_text().count("step output") == 3
+
+
+def test_run_rows_reports_a_failed_row_and_keeps_the_other_lane_going(tmp_path, monkeypatch):
+    def fake_call(argv, cwd, stdout=None, stderr=None):
+        return 3 if "vnet_sdm_8" in " ".join(argv) else 0
+
+    monkeypatch.setattr(la_results.subprocess, "call", fake_call)
+    rows = [la_results.ROW_BY_KEY[k] for k in ("vnet_sdm_8", "vnet_16")]
+    assert la_results.run_rows(rows, str(tmp_path / "runs"), "data/LA", [], jobs=2) == 3
+    assert (tmp_path / "runs" / "vnet_16.log").exists()

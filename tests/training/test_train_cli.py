@@ -45,6 +45,7 @@ def test_run_folder_contents(data_root, tmp_path):
     (["train.no_such_key=1"], "valid keys"),
     (["--labeled", "99"], "99"),
     (["data.patch_size=[30,32,16]"], "multiple of 16"),
+    (["--threads", "0"], "--threads: threads must be a positive integer, got 0"),
 ])
 def test_bad_input_is_a_clear_error(data_root, tmp_path, capsys, extra, words):
     assert main(train_args(data_root, tmp_path / "run", "--iterations", "2", *extra)) == 2

@@ -4,6 +4,8 @@ onednn_enabled reports what TensorFlow runs."""
 import subprocess
 import sys
 
+import pytest
+
 from sassnet_tf.utils import runtime
 
 
@@ -41,3 +43,25 @@ def test_onednn_enabled_matches_tensorflow(monkeypatch):
     assert runtime.onednn_enabled() is False
     monkeypatch.setenv(runtime.ONEDNN_ENV, "True")
     assert runtime.onednn_enabled() is True
+
+
+def test_set_cpu_threads_sets_both_pools_before_tensorflow_runs():
+    code = ("from sassnet_tf.utils.runtime import set_cpu_threads; set_cpu_threads(1); import tensorflow as tf; "
+            "tf.constant(1.0) + 1.0; c = tf.config.threading; "
+            "print(c.get_intra_op_parallelism_threads(), c.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "2"])
+def test_set_cpu_threads_refuses_non_positive_integers(threads):
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        runtime.set_cpu_threads(threads)
+
+
+def test_set_cpu_threads_once_tensorflow_runs_says_so():
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # the eager context is initialised
+    with pytest.raises(ValueError, match="TensorFlow is already running"):
+        runtime.set_cpu_threads(1)
