@@ -51,6 +51,7 @@ def test_table_only_reports_completed_evaluated_runs(tmp_path):
     assert "not started" in lines["| SASSNet16"]
     assert "| 82.50 | 72.50 |" in text  # the +NMS table
     assert "python tools/la_results.py run sassnet_16" in text and "UZUZZT2W9IUSHL6ASOX3" in text
+    assert "--list test.list --nms --output runs/la_half/<row>/eval-test-nms" in text  # the official split, by the user
 
 
 def test_unknown_row_is_refused(capsys):
