@@ -139,6 +139,9 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
         "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
         "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
         "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
+        "Training times are wall time on the 2-core CPU of docs/PERFORMANCE.md, float32, summed over the sessions a",
+        "run spanned; from V-Net (8)'s iteration 3600 on, rows ran two at a time (`--jobs 2`, one thread each), which",
+        "takes ~1.7x the wall time of a row alone (SASSNet 8.5 s vs 4.9 s, V-Net 2.4 s vs 1.4 s per iteration).",
         "",
         "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | paper Dice | paper Jaccard | paper ASD "
         "| paper 95HD | seed | state |",
