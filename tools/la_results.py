@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_LIST = "configs/lists/la_eval10.list"
 DEFAULT_ROOT = "../shared/data/LA"
 DEFAULT_RUNS = "runs/la_half"
+FINDINGS = "docs/results/findings.md"
 CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")
 
 
@@ -164,7 +165,7 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
                   "  ```", *[f"  {c}" for c in row_commands(row, runs, data_root)], "  ```", ""]
     lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
               "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
-              "", "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
+              "", *per_case_section(runs_path, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
               "## Scoring the official test split", "",
               "The 20 volumes of `test.list` are not distributed with this repository's data. With them in the same "
               "LA layout, score any row's weights with the paper's protocol:", "", "```",
@@ -172,9 +173,43 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
                 f"test volumes> --list test.list{nms} --output {runs}/<row>/eval-test{nms.replace(' --', '-')}"
                 for nms in ("", " --nms")],
               "```", ""]
+    findings = os.path.join(REPO, FINDINGS)
+    if os.path.isfile(findings):  # hand-written analysis, kept across regenerations
+        with open(findings, encoding="utf-8") as fh:
+            lines += ["## Findings", "", f"(from `{FINDINGS}`)", "", fh.read().strip(), ""]
     if curves:
         lines += ["## Training curves", "", f"![training curves]({curves})", ""]
     return "\n".join(lines)
+
+
+def per_case_dice(summary_dir: str) -> dict:
+    """{case: Dice %} from an evaluation's per_case.csv ({} when absent)."""
+    import csv
+
+    try:
+        with open(os.path.join(summary_dir, "per_case.csv"), encoding="utf-8", newline="") as fh:
+            return {r["case"]: 100 * float(r["dice"]) for r in csv.DictReader(fh)}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def per_case_section(runs_path: str, cases: list) -> list:
+    """Markdown lines: Dice % of every finished row on every evaluation case (no NMS), to compare rows case by case."""
+    sys.path.insert(0, REPO)
+    from sassnet_tf.config import load_config
+
+    columns = []
+    for row in ROWS:
+        state = row_state(row, runs_path)
+        if is_done(state, load_config(os.path.join(REPO, row.config)).train.iterations):
+            columns.append((f"{row.method} ({row.labeled})", per_case_dice(os.path.join(runs_path, row.key, EVAL_DIRS[0]))))
+    if not columns:
+        return []
+    lines = ["## Dice per evaluation case", "", "Dice % without NMS, finished rows only.", "",
+             "| case | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for case in cases:
+        lines.append(f"| `{case}` | " + " | ".join(f"{d[case]:.2f}" if case in d else "–" for _, d in columns) + " |")
+    return lines + [""]
 
 
 def read_scalars(logdir: str, tags=CURVE_TAGS) -> dict:

@@ -40,6 +40,8 @@ def test_table_only_reports_completed_evaluated_runs(tmp_path):
     _write(runs / "vnet_8" / "run.json", {"status": "completed", "iteration": 6000, "train_seconds": 9000})
     _write(runs / "vnet_8" / "eval-la_eval10" / "summary.json", _summary(81.25))
     _write(runs / "vnet_8" / "eval-la_eval10-nms" / "summary.json", _summary(82.5))
+    (runs / "vnet_8" / "eval-la_eval10" / "per_case.csv").write_text(
+        "case,dice,jaccard,hd95,asd,seconds\nP1OTI3IWJUIB5NRLULLH,0.906151,0.8284,15.88,3.28,3.38\n")
     _write(runs / "sassnet_8" / "run.json", {"status": "completed", "iteration": 4})
     _write(runs / "sassnet_8" / "eval-la_eval10" / "summary.json", _summary(22.0))
     _write(runs / "vnet_16" / "run.json", {"status": "running", "iteration": 1200, "train_seconds": 3600})
@@ -50,6 +52,8 @@ def test_table_only_reports_completed_evaluated_runs(tmp_path):
     assert "running: iteration 1200 of 6000, 1.0 h so far" in lines["| V-Net16"]
     assert "not started" in lines["| SASSNet16"]
     assert "| 82.50 | 72.50 |" in text  # the +NMS table
+    assert "| case | V-Net (8) |" in text and "| `P1OTI3IWJUIB5NRLULLH` | 90.62 |" in text  # per case, finished rows
+    assert "| `UZUZZT2W9IUSHL6ASOX3` | – |" in text
     assert "python tools/la_results.py run sassnet_16" in text and "UZUZZT2W9IUSHL6ASOX3" in text
     assert "--list test.list --nms --output runs/la_half/<row>/eval-test-nms" in text  # the official split, by the user
 
