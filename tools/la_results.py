@@ -303,8 +303,12 @@ def run_rows(rows: list, runs: str, data_root: str, extra: list, jobs: int = 1) 
                 if not pending:
                     return
                 row = pending.pop(0)
-            with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
-                code = run_row(row, runs, data_root, extra, threads=threads, log=log)
+            try:
+                with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
+                    code = run_row(row, runs, data_root, extra, threads=threads, log=log)
+            except OSError as exc:  # a lane must report, not die silently with its row
+                print(f"! {row.key}: {exc}", flush=True)
+                code = 1
             with lock:
                 codes.append(code)
 
