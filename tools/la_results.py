@@ -15,6 +15,7 @@ only reads run folders: rows not trained yet are listed as such, never filled wi
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
@@ -140,15 +141,16 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
         "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
         "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
         "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
-        "Training times are wall time on the 2-core CPU of docs/PERFORMANCE.md, float32, summed over the sessions a",
-        "run spanned; from V-Net (8)'s iteration 3600 on, rows ran two at a time (`--jobs 2`, one thread each), which",
-        "takes ~1.7x the wall time of a row alone (SASSNet 8.5 s vs 4.9 s, V-Net 2.4 s vs 1.4 s per iteration).",
+        "Training times are wall time, float32, summed over the sessions a run spanned; a row run beside another",
+        "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
+        "V-Net 2.4 s vs 1.4 s per iteration, docs/PERFORMANCE.md); the findings below say how these rows ran.",
         "",
         "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | paper Dice | paper Jaccard | paper ASD "
         "| paper 95HD | seed | state |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nms_lines = ["| Method | Labeled | Dice % | Jaccard % | ASD | 95HD |", "|---|---|---|---|---|---|"]
+    finished = []
     for row in ROWS:
         config = load_config(os.path.join(REPO, row.config))
         state = row_state(row, runs_path)
@@ -157,6 +159,8 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
         lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(done and state['eval'])}{paper}"
                      f"| {config.train.seed} | {_status(state, config.train.iterations)} |")
         nms_lines.append(f"| {row.method} | {row.labeled} {_metrics(done and state['eval_nms'])}|")
+        if done:
+            finished.append(row)
     lines += ["", "With the largest connected component kept (\"+NMS\"):", "", *nms_lines, "", "## Commands",
               "", "One command per row (`run` executes the three lines below it, adding `--resume` when the run "
               "folder exists):", ""]
@@ -165,7 +169,7 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
                   "  ```", *[f"  {c}" for c in row_commands(row, runs, data_root)], "  ```", ""]
     lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
               "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
-              "", *per_case_section(runs_path, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
+              "", *per_case_section(finished, runs_path, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
               "## Scoring the official test split", "",
               "The 20 volumes of `test.list` are not distributed with this repository's data. With them in the same "
               "LA layout, score any row's weights with the paper's protocol:", "", "```",
@@ -184,8 +188,6 @@ def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = 
 
 def per_case_dice(summary_dir: str) -> dict:
     """{case: Dice %} from an evaluation's per_case.csv ({} when absent)."""
-    import csv
-
     try:
         with open(os.path.join(summary_dir, "per_case.csv"), encoding="utf-8", newline="") as fh:
             return {r["case"]: 100 * float(r["dice"]) for r in csv.DictReader(fh)}
@@ -193,18 +195,12 @@ def per_case_dice(summary_dir: str) -> dict:
         return {}
 
 
-def per_case_section(runs_path: str, cases: list) -> list:
-    """Markdown lines: Dice % of every finished row on every evaluation case (no NMS), to compare rows case by case."""
-    sys.path.insert(0, REPO)
-    from sassnet_tf.config import load_config
-
-    columns = []
-    for row in ROWS:
-        state = row_state(row, runs_path)
-        if is_done(state, load_config(os.path.join(REPO, row.config)).train.iterations):
-            columns.append((f"{row.method} ({row.labeled})", per_case_dice(os.path.join(runs_path, row.key, EVAL_DIRS[0]))))
-    if not columns:
+def per_case_section(finished: list, runs_path: str, cases: list) -> list:
+    """Markdown lines: Dice % of each finished row on every evaluation case (no NMS), to compare rows case by case."""
+    if not finished:
         return []
+    columns = [(f"{row.method} ({row.labeled})", per_case_dice(os.path.join(runs_path, row.key, EVAL_DIRS[0])))
+               for row in finished]
     lines = ["## Dice per evaluation case", "", "Dice % without NMS, finished rows only.", "",
              "| case | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for case in cases:
