@@ -1,15 +1,19 @@
-"""Run and publish the "LA half resolution" results table (docs/RESULTS.md), one resumable command per row.
+"""Run and publish the LA results tables (docs/RESULTS.md), one resumable command per row.
 
-    python tools/la_results.py run sassnet_8      # train (resuming if the run exists), then evaluate
-    python tools/la_results.py run all            # every row in table order, each resumed where it stopped
-    python tools/la_results.py run all --jobs 2   # two rows at a time, one thread each (~15 % more work done)
-    python tools/la_results.py status             # iteration and state of every row
-    python tools/la_results.py table              # rewrite docs/RESULTS.md and docs/results/curves.png
+    python tools/la_results.py run sassnet_8                    # train (resuming), evaluate, record the results
+    python tools/la_results.py run all --jobs 2                 # every row, two at a time, one thread each
+    python tools/la_results.py run sassnet_8 --protocol short   # the 1/5 schedule, which fits one 3-hour session
+    python tools/la_results.py status                           # iteration and state of every row
+    python tools/la_results.py table                            # rewrite docs/RESULTS.md and its curves
 
-Each row trains `configs/<row config>` into `runs/la_half/<row>` (`--resume` when the run folder exists, so a
-stopped session loses at most `train.checkpoint_every` iterations), then evaluates the last weights on the 10
-held-out cases of `configs/lists/la_eval10.list`, with and without the largest-component filter ("NMS"). `table`
-only reads run folders: rows not trained yet are listed as such, never filled with numbers.
+Two protocols share the rows (methods x labels) and differ only in schedule: `half` ("LA half resolution", the
+paper's 6000 iterations) and `short` (every schedule scaled by 1/5). A row trains `configs/<row config>` (plus the
+protocol's overrides) into `runs/la_<protocol>/<row>` (`--resume` when the run folder exists), then evaluates the
+last weights on the 10 held-out cases of `configs/lists/la_eval10.list`, with and without the largest-component
+filter ("NMS"), and copies what a table needs (run.json, config, evaluation summaries, per-case metrics, the training
+scalars as CSV: no weights) to `docs/results/la_<protocol>/<row>`. Run folders are scratch that a new machine does
+not have; `table` reads only those records, so a table regenerated anywhere keeps every finished row and never
+fills a row with numbers its run did not produce.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import csv
 import glob
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -27,9 +33,13 @@ from dataclasses import dataclass
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_LIST = "configs/lists/la_eval10.list"
 DEFAULT_ROOT = "../shared/data/LA"
-DEFAULT_RUNS = "runs/la_half"
+RECORDS = "docs/results"
 FINDINGS = "docs/results/findings.md"
 CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")
+EVAL_DIRS = ("eval-la_eval10", "eval-la_eval10-nms")  # without / with the largest-component filter
+# What a record keeps of a run folder (same relative paths), besides scalars.csv.
+RECORD_FILES = ("run.json", "config.yaml", *(f"{d}/{f}" for d in EVAL_DIRS for f in ("summary.json", "per_case.csv")))
+SCALARS = "scalars.csv"
 
 
 @dataclass(frozen=True)
@@ -52,25 +62,59 @@ ROWS = (
 ROW_BY_KEY = {row.key: row for row in ROWS}
 
 
-EVAL_DIRS = ("eval-la_eval10", "eval-la_eval10-nms")  # without / with the largest-component filter
+@dataclass(frozen=True)
+class Protocol:
+    key: str
+    title: str
+    sets: tuple  # config overrides (train.py --set) on top of every row's config
+    schedule: str  # Markdown: the schedule, for the table's heading paragraph
+
+    @property
+    def runs(self) -> str:
+        return f"runs/la_{self.key}"
+
+    @property
+    def records(self) -> str:
+        return f"{RECORDS}/la_{self.key}"
 
 
-def row_steps(row: Row, runs: str, data_root: str, python: str = "python", extra=()) -> list:
+PROTOCOLS = {
+    "half": Protocol("half", "LA half resolution, the paper's schedule", (),
+                     "the paper's 6000 iterations, learning-rate steps at 2500 and 5000 and w(t) ramp (40 steps of 150 "
+                     "iterations)"),
+    "short": Protocol("short", "LA half resolution, 1/5 schedule",
+                      ("train.iterations=1200", "train.lr_decay_steps=[500,1000]", "train.rampup_interval=30"),
+                      "every schedule scaled by 1/5 -- 1200 iterations, learning-rate steps at 500 and 1000, the w(t) "
+                      "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration here) fits in one "
+                      "3-hour session of this machine, whose run folders do not outlive a session"),
+}
+
+
+def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", extra=()) -> list:
     """(argv, evaluation folder or None) of each step `run` executes for a row: train, evaluate, evaluate + NMS."""
     run = f"{runs}/{row.key}"
+    sets = [a for s in protocol.sets for a in ("--set", s)]
     train = [python, "train.py", "--config", row.config, "--data-root", data_root, "--output", run, "--no-progress",
-             *extra]
+             *sets, *extra]
     evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", EVAL_LIST,
                 "--no-png"]
     return [(train, None), (evaluate + ["--output", f"{run}/{EVAL_DIRS[0]}"], EVAL_DIRS[0]),
             (evaluate + ["--nms", "--output", f"{run}/{EVAL_DIRS[1]}"], EVAL_DIRS[1])]
 
 
-def row_commands(row: Row, runs: str = DEFAULT_RUNS, data_root: str = DEFAULT_ROOT) -> list:
+def row_commands(row: Row, protocol: Protocol, data_root: str = DEFAULT_ROOT) -> list:
     """The shell commands `run` executes for a row (printed in RESULTS.md)."""
-    commands = [" ".join(argv) for argv, _ in row_steps(row, runs, data_root)]
+    commands = [shlex.join(argv) for argv, _ in row_steps(row, protocol, protocol.runs, data_root)]
     commands[0] += " [--resume]"
     return commands
+
+
+def row_config(row: Row, protocol: Protocol):
+    """The row's config with the protocol's overrides (what its runs train)."""
+    sys.path.insert(0, REPO)
+    from sassnet_tf.config import load_config, parse_overrides
+
+    return load_config(os.path.join(REPO, row.config), parse_overrides(list(protocol.sets)))
 
 
 def read_json(path: str):
@@ -81,19 +125,12 @@ def read_json(path: str):
         return None
 
 
-def row_state(row: Row, runs: str) -> dict:
-    """What the run folder of a row holds: run.json state and the two evaluation summaries (None if absent)."""
-    run = os.path.join(runs, row.key)
-    return {"run": read_json(os.path.join(run, "run.json")),
-            "eval": read_json(os.path.join(run, EVAL_DIRS[0], "summary.json")),
-            "eval_nms": read_json(os.path.join(run, EVAL_DIRS[1], "summary.json"))}
-
-
-def _metrics(summary) -> str:
-    if not summary:
-        return "| – | – | – | – "
-    t = summary["paper_table"]
-    return f"| {t['Dice (%)']:.2f} | {t['Jaccard (%)']:.2f} | {t['ASD (voxel)']:.2f} | {t['95HD (voxel)']:.2f} "
+def row_state(folder: str) -> dict:
+    """What a run folder or a record holds (same layout): run.json and the two evaluation summaries (None if
+    absent)."""
+    return {"run": read_json(os.path.join(folder, "run.json")),
+            "eval": read_json(os.path.join(folder, EVAL_DIRS[0], "summary.json")),
+            "eval_nms": read_json(os.path.join(folder, EVAL_DIRS[1], "summary.json"))}
 
 
 def is_done(state: dict, iterations: int) -> bool:
@@ -101,6 +138,13 @@ def is_done(state: dict, iterations: int) -> bool:
     evaluated."""
     run = state["run"] or {}
     return run.get("status") == "completed" and run.get("iteration", 0) >= iterations and bool(state["eval"])
+
+
+def _metrics(summary) -> str:
+    if not summary:
+        return "| – | – | – | – "
+    t = summary["paper_table"]
+    return f"| {t['Dice (%)']:.2f} | {t['Jaccard (%)']:.2f} | {t['ASD (voxel)']:.2f} | {t['95HD (voxel)']:.2f} "
 
 
 def _status(state: dict, iterations: int) -> str:
@@ -114,76 +158,82 @@ def _status(state: dict, iterations: int) -> str:
     return f"{run.get('status', '?')}: iteration {it} of {iterations}, {hours:.1f} h so far"
 
 
-def results_markdown(runs_path: str, runs: str = DEFAULT_RUNS, data_root: str = DEFAULT_ROOT,
-                     curves: str | None = None) -> str:
-    """RESULTS.md: our numbers beside the paper's, commands, cases, seeds, wall time; only what run folders hold.
+def runs_protocol(run: str, row: Row, protocol: Protocol) -> bool:
+    """True when a run folder finished the row's protocol and was evaluated: its resolved config is the protocol's
+    (the data root aside), so a smoke run or one with extra `--set` overrides is never recorded as a row."""
+    config = row_config(row, protocol)
+    if not is_done(row_state(run), config.train.iterations):
+        return False
+    from sassnet_tf.training.run_dir import RunDir, RunDirError
+    from sassnet_tf.config import ConfigError
 
-    Args:
-        runs_path: the folder holding the run folders; `runs` is how commands name it.
-    """
+    try:
+        trained = RunDir(run).read_config().to_dict()
+    except (RunDirError, ConfigError):
+        return False
+    expected = config.to_dict()
+    trained["data"].pop("root", None)
+    expected["data"].pop("root", None)
+    return trained == expected
+
+
+def record_row(run: str, record: str) -> None:
+    """Copy what the tables need of a finished, evaluated run folder into its record (files replaced atomically);
+    the TensorBoard scalars become scalars.csv."""
     sys.path.insert(0, REPO)
-    from sassnet_tf.config import load_config
+    from sassnet_tf.utils.atomic import atomic_path, atomic_write_text
 
-    with open(os.path.join(REPO, EVAL_LIST), encoding="utf-8") as fh:
-        cases = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
-    lines = [
-        "# LA results: half-resolution protocol",
-        "",
-        f"Snapshot of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Generated by "
-        "`python tools/la_results.py table` from the run folders under `" + runs + "`; a row shows",
-        "numbers only once its run has finished and been evaluated. Protocol (\"LA half resolution\", issue 7): every",
-        "volume downsampled by 2 per axis (image by linear tent filtering, label by thresholded averaging), patch",
-        "64x64x48 (the 56x56x40 of the issue rounded up to multiples of 16, which the 4-level V-Net needs; the 44",
-        "slices are zero-padded to 48), stride 9/9/2, the paper's",
-        "6000 iterations, learning-rate steps and w(t) ramp; probabilities upsampled to full resolution before",
-        "thresholding, so Dice/Jaccard/95HD/ASD (voxels, medpy definitions) are on the original grid like the paper's.",
-        "Training: labeled = first N IDs of `train.list`, the other 80 - N unlabeled (SASSNet only; V-Net rows use",
-        "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
-        "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
-        "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
-        "Training times are wall time, float32, summed over the sessions a run spanned; a row run beside another",
-        "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
-        "V-Net 2.4 s vs 1.4 s per iteration, docs/PERFORMANCE.md); the findings below say how these rows ran.",
-        "",
-        "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | paper Dice | paper Jaccard | paper ASD "
-        "| paper 95HD | seed | state |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    nms_lines = ["| Method | Labeled | Dice % | Jaccard % | ASD | 95HD |", "|---|---|---|---|---|---|"]
-    finished = []
+    for name in RECORD_FILES:
+        source = os.path.join(run, name)
+        if os.path.isfile(source):
+            with atomic_path(os.path.join(record, name)) as tmp:
+                shutil.copyfile(source, tmp)
+    scalars = read_scalars(os.path.join(run, "logs"))
+    if any(scalars.values()):
+        lines = ["tag,step,value"] + [f"{tag},{step},{value:.6g}" for tag, points in scalars.items()
+                                      for step, value in points]
+        atomic_write_text(os.path.join(record, SCALARS), "\n".join(lines) + "\n")
+
+
+def record_finished(protocol: Protocol, runs: str, records: str) -> list:
+    """Record every row whose run folder under `runs` is finished and evaluated; returns their keys."""
+    recorded = []
     for row in ROWS:
-        config = load_config(os.path.join(REPO, row.config))
-        state = row_state(row, runs_path)
-        paper = "".join(f"| {v:.2f} " for v in row.paper)
-        done = is_done(state, config.train.iterations)
-        lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(done and state['eval'])}{paper}"
-                     f"| {config.train.seed} | {_status(state, config.train.iterations)} |")
-        nms_lines.append(f"| {row.method} | {row.labeled} {_metrics(done and state['eval_nms'])}|")
-        if done:
-            finished.append(row)
-    lines += ["", "With the largest connected component kept (\"+NMS\"):", "", *nms_lines, "", "## Commands",
-              "", "One command per row (`run` executes the three lines below it, adding `--resume` when the run "
-              "folder exists):", ""]
-    for row in ROWS:
-        lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}`", "",
-                  "  ```", *[f"  {c}" for c in row_commands(row, runs, data_root)], "  ```", ""]
-    lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
-              "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
-              "", *per_case_section(finished, runs_path, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
-              "## Scoring the official test split", "",
-              "The 20 volumes of `test.list` are not distributed with this repository's data. With them in the same "
-              "LA layout, score any row's weights with the paper's protocol:", "", "```",
-              *[f"python -m sassnet_tf.evaluate --model {runs}/<row> --weights last --data-root <LA root with the "
-                f"test volumes> --list test.list{nms} --output {runs}/<row>/eval-test{nms.replace(' --', '-')}"
-                for nms in ("", " --nms")],
-              "```", ""]
-    findings = os.path.join(REPO, FINDINGS)
-    if os.path.isfile(findings):  # hand-written analysis, kept across regenerations
-        with open(findings, encoding="utf-8") as fh:
-            lines += ["## Findings", "", f"(from `{FINDINGS}`)", "", fh.read().strip(), ""]
-    if curves:
-        lines += ["## Training curves", "", f"![training curves]({curves})", ""]
-    return "\n".join(lines)
+        run = os.path.join(runs, row.key)
+        if runs_protocol(run, row, protocol):
+            record_row(run, os.path.join(records, row.key))
+            recorded.append(row.key)
+    return recorded
+
+
+def read_scalars(logdir: str, tags=CURVE_TAGS) -> dict:
+    """{tag: [(step, value), ...]} from the TensorBoard event files of a run (tf.summary scalars)."""
+    out = {tag: [] for tag in tags}
+    paths = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+    if not paths:
+        return out
+    import tensorflow as tf
+
+    for path in paths:
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag in out:
+                    out[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
+    return {tag: sorted(dict(points).items()) for tag, points in out.items()}  # a resumed run rewrites steps
+
+
+def read_record_scalars(record: str, tags=CURVE_TAGS) -> dict:
+    """{tag: [(step, value), ...]} from a record's scalars.csv (empty lists when it has none)."""
+    out = {tag: [] for tag in tags}
+    try:
+        with open(os.path.join(record, SCALARS), encoding="utf-8", newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["tag"] in out:
+                    out[r["tag"]].append((int(r["step"]), float(r["value"])))
+    except OSError:
+        pass
+    return out
 
 
 def per_case_dice(summary_dir: str) -> dict:
@@ -195,12 +245,44 @@ def per_case_dice(summary_dir: str) -> dict:
         return {}
 
 
-def per_case_section(finished: list, runs_path: str, cases: list) -> list:
-    """Markdown lines: Dice % of each finished row on every evaluation case (no NMS), to compare rows case by case."""
+def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
+    """(Markdown lines of a protocol's two tables, [(row, record folder)] of its finished rows).
+
+    Numbers come from records only; a row without one shows the progress of its run folder under `runs`, if any.
+    """
+    lines = [f"## {protocol.title} (`--protocol {protocol.key}`)", "",
+             f"Schedule: {protocol.schedule}. Records: `{protocol.records}/<row>`.", "",
+             "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | paper Dice | paper Jaccard | paper ASD "
+             "| paper 95HD | seed | state |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    nms_lines = ["| Method | Labeled | Dice % | Jaccard % | ASD | 95HD |", "|---|---|---|---|---|---|"]
+    finished = []
+    for row in ROWS:
+        config = row_config(row, protocol)
+        record = os.path.join(records, row.key)
+        state = row_state(record)
+        done = is_done(state, config.train.iterations)
+        if not done:  # progress only, never numbers
+            state = dict(row_state(os.path.join(runs, row.key)), eval=None, eval_nms=None)
+        paper = "".join(f"| {v:.2f} " for v in row.paper)
+        lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(state['eval'])}{paper}"
+                     f"| {config.train.seed} | {_status(state, config.train.iterations)} |")
+        nms_lines.append(f"| {row.method} | {row.labeled} {_metrics(state['eval_nms'])}|")
+        if done:
+            finished.append((row, record))
+    lines += ["", "With the largest connected component kept (\"+NMS\"):", "", *nms_lines, ""]
+    return lines, finished
+
+
+def per_case_section(finished: list, cases: list) -> list:
+    """Markdown lines: Dice % of each finished row on every evaluation case (no NMS), to compare rows case by case.
+
+    Args:
+        finished: [(column name, record folder)].
+    """
     if not finished:
         return []
-    columns = [(f"{row.method} ({row.labeled})", per_case_dice(os.path.join(runs_path, row.key, EVAL_DIRS[0])))
-               for row in finished]
+    columns = [(name, per_case_dice(os.path.join(record, EVAL_DIRS[0]))) for name, record in finished]
     lines = ["## Dice per evaluation case", "", "Dice % without NMS, finished rows only.", "",
              "| case | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for case in cases:
@@ -208,30 +290,79 @@ def per_case_section(finished: list, runs_path: str, cases: list) -> list:
     return lines + [""]
 
 
-def read_scalars(logdir: str, tags=CURVE_TAGS) -> dict:
-    """{tag: [(step, value), ...]} from the TensorBoard event files of a run (tf.summary scalars)."""
-    import tensorflow as tf
+def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, curves: dict | None = None) -> str:
+    """RESULTS.md: both protocols' numbers beside the paper's, commands, cases, seeds, wall time.
 
-    out = {tag: [] for tag in tags}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.tag in out:
-                    out[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
-    return {tag: sorted(dict(points).items()) for tag, points in out.items()}  # a resumed run rewrites steps
+    Args:
+        records: the folder holding `la_<protocol>/<row>` records (numbers are read from there only).
+        runs: the folder holding `la_<protocol>/<row>` run folders (progress of unrecorded rows).
+        curves: {protocol key: image path relative to the output} of the protocols that have curves.
+    """
+    with open(os.path.join(REPO, EVAL_LIST), encoding="utf-8") as fh:
+        cases = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+    lines = [
+        "# LA results: half-resolution protocols",
+        "",
+        f"Snapshot of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, generated by "
+        "`python tools/la_results.py table` from the records under `" + RECORDS + "` (a row shows numbers only",
+        "once its run has finished and been evaluated). Protocol (\"LA half resolution\", issue 7): every",
+        "volume downsampled by 2 per axis (image by linear tent filtering, label by thresholded averaging), patch",
+        "64x64x48 (the 56x56x40 of the issue rounded up to multiples of 16, which the 4-level V-Net needs; the 44",
+        "slices are zero-padded to 48), stride 9/9/2; probabilities upsampled to full resolution before",
+        "thresholding, so Dice/Jaccard/95HD/ASD (voxels, medpy definitions) are on the original grid like the paper's.",
+        "Training: labeled = first N IDs of `train.list`, the other 80 - N unlabeled (SASSNet only; V-Net rows use",
+        "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
+        "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
+        "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
+        "Training times are wall time, float32, summed over the sessions a run spanned; a row run beside another",
+        "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
+        "V-Net 2.4 s vs 1.4 s per iteration, docs/PERFORMANCE.md); the findings below say how these rows ran.",
+        "",
+    ]
+    finished = []
+    for protocol in PROTOCOLS.values():
+        section, done = protocol_section(protocol, os.path.join(records, f"la_{protocol.key}"),
+                                         os.path.join(runs, f"la_{protocol.key}"))
+        lines += section
+        finished += [(f"{row.method} ({row.labeled}), {protocol.key}", record) for row, record in done]
+    lines += ["## Commands", "", "One command per row (`run` executes the three lines below it, adding `--resume` "
+              "when the run folder exists, then records the results):", ""]
+    for protocol in PROTOCOLS.values():
+        option = "" if protocol.key == "half" else f" --protocol {protocol.key}"
+        lines += [f"### {protocol.title}", ""]
+        for row in ROWS:
+            lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
+                      "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root)], "  ```", ""]
+    lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
+              "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
+              "", *per_case_section(finished, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
+              "## Scoring the official test split", "",
+              "The 20 volumes of `test.list` are not distributed with this repository's data. With them in the same "
+              "LA layout, score any row's weights with the paper's protocol:", "", "```",
+              *[f"python -m sassnet_tf.evaluate --model runs/la_<protocol>/<row> --weights last --data-root <LA root "
+                f"with the test volumes> --list test.list{nms} --output runs/la_<protocol>/<row>/eval-test"
+                f"{nms.replace(' --', '-')}" for nms in ("", " --nms")],
+              "```", ""]
+    findings = os.path.join(REPO, FINDINGS)
+    if os.path.isfile(findings):  # hand-written analysis, kept across regenerations
+        with open(findings, encoding="utf-8") as fh:
+            lines += ["## Findings", "", f"(from `{FINDINGS}`)", "", fh.read().strip(), ""]
+    if curves:
+        lines += ["## Training curves", ""]
+        lines += [f"{PROTOCOLS[key].title}:\n\n![training curves, {key}]({path})\n" for key, path in curves.items()]
+    return "\n".join(lines)
 
 
-def plot_curves(runs: str, path: str) -> bool:
-    """One panel per tag, one line per row that has logs; False when no row has any."""
+def plot_curves(records: str, path: str) -> bool:
+    """One panel per tag, one line per recorded row of one protocol; False when no row has scalars."""
+    series = {row.key: read_record_scalars(os.path.join(records, row.key)) for row in ROWS}
+    if not any(points for tags in series.values() for points in tags.values()):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {row.key: read_scalars(os.path.join(runs, row.key, "logs")) for row in ROWS}
-    if not any(points for tags in series.values() for points in tags.values()):
-        return False
     fig, axes = plt.subplots(1, len(CURVE_TAGS), figsize=(4 * len(CURVE_TAGS), 3.2))
     for ax, tag in zip(axes, CURVE_TAGS):
         for row in ROWS:
@@ -250,15 +381,17 @@ def plot_curves(runs: str, path: str) -> bool:
     return True
 
 
-def run_row(row: Row, runs: str, data_root: str, extra: list, threads: int | None = None, log=None) -> int:
-    """Train (resuming) then evaluate one row; returns the first non-zero exit code, else 0.
+def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, extra: list, threads: int | None = None,
+            log=None, records: str | None = None) -> int:
+    """Train (resuming), evaluate and record one row; returns the first non-zero exit code, else 0.
 
     Commands run from the repository root, so `runs` and `data_root` are taken relative to it (or absolute).
-    `threads` is passed to every step as `--threads`; `log` (an open file) receives the steps' output.
+    `threads` is passed to every step as `--threads`; `log` (an open file) receives the steps' output; the record
+    goes to `records/<row>` (default: the protocol's records folder).
     """
     run = os.path.join(REPO, runs, row.key)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
-    for argv, eval_dir in row_steps(row, runs, data_root, python=sys.executable, extra=extra):
+    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, extra=extra):
         if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
             argv = argv + ["--resume"]
         if threads is not None:
@@ -272,10 +405,14 @@ def run_row(row: Row, runs: str, data_root: str, extra: list, threads: int | Non
         if code:
             print(f"! {row.key}: exit code {code}", flush=True)
             return code
+    if runs_protocol(run, row, protocol):  # not after a smoke run (--set)
+        record = os.path.join(records or os.path.join(REPO, protocol.records), row.key)
+        record_row(run, record)
+        print(f"= {row.key}: recorded in {record}", flush=True)
     return 0
 
 
-def run_rows(rows: list, runs: str, data_root: str, extra: list, jobs: int = 1) -> int:
+def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, extra: list, jobs: int = 1) -> int:
     """Run rows in order, `jobs` at a time; returns the first non-zero exit code, else 0.
 
     With jobs > 1 each row's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
@@ -283,7 +420,7 @@ def run_rows(rows: list, runs: str, data_root: str, extra: list, jobs: int = 1) 
     """
     if jobs == 1:
         for row in rows:
-            code = run_row(row, runs, data_root, extra)
+            code = run_row(row, protocol, runs, data_root, extra)
             if code:
                 return code
         return 0
@@ -301,7 +438,7 @@ def run_rows(rows: list, runs: str, data_root: str, extra: list, jobs: int = 1) 
                 row = pending.pop(0)
             try:
                 with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
-                    code = run_row(row, runs, data_root, extra, threads=threads, log=log)
+                    code = run_row(row, protocol, runs, data_root, extra, threads=threads, log=log)
             except OSError as exc:  # a lane must report, not die silently with its row
                 print(f"! {row.key}: {exc}", flush=True)
                 code = 1
@@ -320,11 +457,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "status", "table"])
     parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)}, or all")
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"folder of the run folders (default {DEFAULT_RUNS})")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="half",
+                        help="`run`: half (the paper's schedule, default) or short (1/5 schedule)")
+    parser.add_argument("--runs", help="`run`: folder of the run folders (default runs/la_<protocol>)")
     parser.add_argument("--data-root", default=DEFAULT_ROOT, help=f"LA dataset root (default {DEFAULT_ROOT})")
     parser.add_argument("--output", default="docs/RESULTS.md", help="`table`: the Markdown file written")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="`run`: config override passed to train.py (e.g. train.iterations=20 for a smoke run)")
+                        help="`run`: config override passed to train.py (e.g. train.iterations=20 for a smoke run, "
+                             "which is never recorded)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="`run`: rows trained at once, each on cores // jobs threads (default 1)")
     args = parser.parse_args(argv)
@@ -333,6 +473,7 @@ def main(argv=None) -> int:
     unknown = [r for r in args.rows if r not in ROW_BY_KEY]
     if unknown:
         parser.error(f"unknown row(s) {', '.join(unknown)}; rows are {', '.join(ROW_BY_KEY)}")
+    protocol = PROTOCOLS[args.protocol]
     if args.command == "run":
         if not args.rows:
             parser.error("run: name the rows to run")
@@ -341,26 +482,32 @@ def main(argv=None) -> int:
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
         extra = [a for s in args.set for a in ("--set", s)]
-        return run_rows([ROW_BY_KEY[key] for key in args.rows], args.runs, args.data_root, extra, args.jobs)
-    runs = os.path.join(REPO, args.runs)
+        return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
+                        extra, args.jobs)
+    runs, records = os.path.join(REPO, "runs"), os.path.join(REPO, RECORDS)
     if args.command == "status":
-        sys.path.insert(0, REPO)
-        from sassnet_tf.config import load_config
-
-        for row in ROWS:
-            iterations = load_config(os.path.join(REPO, row.config)).train.iterations
-            print(f"{row.key:12s} {_status(row_state(row, runs), iterations)}")
+        for p in PROTOCOLS.values():
+            for row in ROWS:
+                iterations = row_config(row, p).train.iterations
+                recorded = is_done(row_state(os.path.join(REPO, p.records, row.key)), iterations)
+                state = _status(row_state(os.path.join(runs, f"la_{p.key}", row.key)), iterations)
+                print(f"{p.key:6s} {row.key:12s} {state}" + ("; recorded" if recorded else ""))
         return 0
+    for p in PROTOCOLS.values():  # a run finished outside `run` (or before records existed) gets its record now
+        for key in record_finished(p, os.path.join(runs, f"la_{p.key}"), os.path.join(REPO, p.records)):
+            print(f"recorded {p.key}/{key}")
     output = os.path.join(REPO, args.output)
-    curves_path = os.path.join(os.path.dirname(output), "results", "curves.png")
-    has_curves = plot_curves(runs, curves_path)
-    text = results_markdown(runs, args.runs, args.data_root,
-                            os.path.relpath(curves_path, os.path.dirname(output)) if has_curves else None)
+    curves = {}
+    for p in PROTOCOLS.values():
+        path = os.path.join(os.path.dirname(output), "results", f"curves_{p.key}.png")
+        if plot_curves(os.path.join(REPO, p.records), path):
+            curves[p.key] = os.path.relpath(path, os.path.dirname(output))
+    text = results_markdown(records, runs, args.data_root, curves)
     sys.path.insert(0, REPO)
     from sassnet_tf.utils.atomic import atomic_write_text
 
     atomic_write_text(output, text)
-    print(f"wrote {output}" + (f" and {curves_path}" if has_curves else ""))
+    print(f"wrote {output}" + "".join(f" and {path}" for path in curves.values()))
     return 0
 
 

@@ -34,28 +34,92 @@ def test_rows_configs_exist_and_match_the_labels():
     assert len(cases) == len(set(cases)) == 10
 
 
-def test_table_only_reports_completed_evaluated_runs(tmp_path):
-    runs = tmp_path / "runs"
-    # vnet_8: finished and evaluated; sassnet_8: a shortened (smoke) run; vnet_16: still running.
-    _write(runs / "vnet_8" / "run.json", {"status": "completed", "iteration": 6000, "train_seconds": 9000})
-    _write(runs / "vnet_8" / "eval-la_eval10" / "summary.json", _summary(81.25))
-    _write(runs / "vnet_8" / "eval-la_eval10-nms" / "summary.json", _summary(82.5))
-    (runs / "vnet_8" / "eval-la_eval10" / "per_case.csv").write_text(
-        "case,dice,jaccard,hd95,asd,seconds\nP1OTI3IWJUIB5NRLULLH,0.906151,0.8284,15.88,3.28,3.38\n")
-    _write(runs / "sassnet_8" / "run.json", {"status": "completed", "iteration": 4})
-    _write(runs / "sassnet_8" / "eval-la_eval10" / "summary.json", _summary(22.0))
-    _write(runs / "vnet_16" / "run.json", {"status": "running", "iteration": 1200, "train_seconds": 3600})
-    text = la_results.results_markdown(str(runs), "runs/la_half")
-    lines = {line.split(" | ")[0] + line.split(" | ")[1]: line for line in text.splitlines() if "| 1337 |" in line}  # the main table (seed column)
-    assert "| 81.25 | 71.25 | 2.50 | 9.00 | 79.99" in lines["| V-Net8"] and "done, 2.5 h training" in lines["| V-Net8"]
-    assert "22.00" not in text and "iteration 4 of 6000" in lines["| SASSNet8"]
-    assert "running: iteration 1200 of 6000, 1.0 h so far" in lines["| V-Net16"]
-    assert "not started" in lines["| SASSNet16"]
-    assert "| 82.50 | 72.50 |" in text  # the +NMS table
-    assert "| case | V-Net (8) |" in text and "| `P1OTI3IWJUIB5NRLULLH` | 90.62 |" in text  # per case, finished rows
-    assert "| `UZUZZT2W9IUSHL6ASOX3` | – |" in text
-    assert "python tools/la_results.py run sassnet_16" in text and "UZUZZT2W9IUSHL6ASOX3" in text
-    assert "--list test.list --nms --output runs/la_half/<row>/eval-test-nms" in text  # the official split, by the user
+def test_protocols_differ_only_in_schedule_and_print_quoted_commands():
+    half, short = la_results.PROTOCOLS["half"], la_results.PROTOCOLS["short"]
+    for row in la_results.ROWS:
+        a, b = la_results.row_config(row, half).to_dict(), la_results.row_config(row, short).to_dict()
+        assert (a["train"]["iterations"], b["train"]["iterations"]) == (6000, 1200)
+        assert (list(a["train"]["lr_decay_steps"]), list(b["train"]["lr_decay_steps"])) == ([2500, 5000], [500, 1000])
+        assert (a["train"]["rampup_interval"], b["train"]["rampup_interval"]) == (150, 30)
+        for key in ("iterations", "lr_decay_steps", "rampup_interval"):
+            a["train"].pop(key), b["train"].pop(key)
+        assert a == b
+    train = la_results.row_commands(la_results.ROW_BY_KEY["sassnet_8"], short)[0]
+    assert "--output runs/la_short/sassnet_8" in train and "--set 'train.lr_decay_steps=[500,1000]'" in train
+
+
+def _finished_run(folder, row, protocol, dice, **overrides):
+    """A run folder as train.py + evaluate leave it (config, run.json, both evaluations), without weights."""
+    from sassnet_tf.config import save_config
+
+    config = la_results.row_config(row, protocol).replace(**{"data.root": "/elsewhere/LA", **overrides})
+    folder.mkdir(parents=True)
+    save_config(config, str(folder / "config.yaml"))
+    _write(folder / "run.json", {"status": "completed", "iteration": config.train.iterations, "train_seconds": 9000})
+    _write(folder / "eval-la_eval10" / "summary.json", _summary(dice))
+    _write(folder / "eval-la_eval10-nms" / "summary.json", _summary(dice + 1.25))
+    for name in la_results.EVAL_DIRS:
+        (folder / name / "per_case.csv").write_text(
+            f"case,dice,jaccard,hd95,asd,seconds\nP1OTI3IWJUIB5NRLULLH,{dice / 100},0.8284,15.88,3.28,3.38\n")
+
+
+def test_only_runs_of_the_protocols_exact_config_are_recorded(tmp_path):
+    short = la_results.PROTOCOLS["short"]
+    vnet8, vnet16 = la_results.ROW_BY_KEY["vnet_8"], la_results.ROW_BY_KEY["vnet_16"]
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    _finished_run(runs / "vnet_8", vnet8, short, 81.25)  # another data root only: counts
+    _finished_run(runs / "vnet_16", vnet16, short, 99.0, **{"train.base_lr": "0.1"})  # an extra override: never
+    assert la_results.record_finished(short, str(runs), str(records)) == ["vnet_8"]
+    record = records / "vnet_8"
+    for name in la_results.RECORD_FILES:
+        assert (record / name).read_bytes() == (runs / "vnet_8" / name).read_bytes()
+    assert not (record / la_results.SCALARS).exists()  # no TensorBoard logs, no scalars
+    assert not (records / "vnet_16").exists()
+
+
+def test_record_keeps_the_training_scalars_as_csv(tmp_path):
+    import tensorflow as tf
+
+    row, protocol = la_results.ROW_BY_KEY["vnet_8"], la_results.PROTOCOLS["short"]
+    run = tmp_path / "run"
+    _finished_run(run, row, protocol, 80.0)
+    with tf.summary.create_file_writer(str(run / "logs")).as_default():
+        for step, loss in ((10, 0.9), (20, 0.5)):
+            tf.summary.scalar("train/loss", loss, step=step)
+            tf.summary.scalar("train/other", 1.0, step=step)  # not a curve tag: not kept
+    la_results.record_row(str(run), str(tmp_path / "record"))
+    scalars = la_results.read_record_scalars(str(tmp_path / "record"))
+    assert scalars["train/loss"] == [(10, 0.9), (20, 0.5)] and scalars["train/d_loss"] == []
+
+
+def test_table_reports_only_recorded_rows_and_shows_the_progress_of_the_others(tmp_path):
+    half, short = la_results.PROTOCOLS["half"], la_results.PROTOCOLS["short"]
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    _finished_run(records / "la_half" / "vnet_8", la_results.ROW_BY_KEY["vnet_8"], half, 81.25)
+    _finished_run(records / "la_short" / "sassnet_8", la_results.ROW_BY_KEY["sassnet_8"], short, 77.5)
+    # runs: a smoke run that finished and was evaluated (never numbers), a running row, a finished unrecorded one
+    _write(runs / "la_half" / "sassnet_8" / "run.json", {"status": "completed", "iteration": 4})
+    _write(runs / "la_half" / "sassnet_8" / "eval-la_eval10" / "summary.json", _summary(22.0))
+    _write(runs / "la_half" / "vnet_16" / "run.json", {"status": "running", "iteration": 1200, "train_seconds": 3600})
+    _finished_run(runs / "la_short" / "vnet_8", la_results.ROW_BY_KEY["vnet_8"], short, 66.0)
+    text = la_results.results_markdown(str(records), str(runs))
+    half_text, short_text = text.split("## LA half resolution, 1/5 schedule (`")
+    short_text = short_text.split("## Commands")[0]
+
+    def main_rows(section):  # "| Method | Labeled ..." lines of the main table (the seed column)
+        return {" ".join(line.split(" | ")[:2]): line for line in section.splitlines() if "| 1337 |" in line}
+
+    h, s = main_rows(half_text), main_rows(short_text)
+    assert "| 81.25 | 71.25 | 2.50 | 9.00 | 79.99" in h["| V-Net 8"] and "done, 2.5 h training" in h["| V-Net 8"]
+    assert "22.00" not in text and "iteration 4 of 6000" in h["| SASSNet 8"]
+    assert "running: iteration 1200 of 6000, 1.0 h so far" in h["| V-Net 16"] and "not started" in h["| SASSNet 16"]
+    assert "| 82.50 | 72.50 |" in half_text  # the +NMS table
+    assert "| 77.50 | 67.50 |" in s["| SASSNet 8"] and "iteration 1200 of 1200" in s["| V-Net 8"]
+    assert "66.00" not in text  # finished but not recorded: `table` records it first, the renderer never reads runs
+    assert "| case | V-Net (8), half | SASSNet (8), short |" in text
+    assert "| `P1OTI3IWJUIB5NRLULLH` | 81.25 | 77.50 |" in text and "| `UZUZZT2W9IUSHL6ASOX3` | – | – |" in text
+    assert "python tools/la_results.py run sassnet_16 --protocol short" in text and "UZUZZT2W9IUSHL6ASOX3" in text
+    assert "--list test.list --nms --output runs/la_<protocol>/<row>/eval-test-nms" in text
 
 
 def test_unknown_row_is_refused(capsys):
@@ -83,7 +147,7 @@ def test_run_rows_with_two_jobs_runs_every_row_on_shared_cores(tmp_path, monkeyp
     monkeypatch.setattr(la_results.os, "cpu_count", lambda: 2)
     rows = [la_results.ROW_BY_KEY[k] for k in ("sassnet_8", "vnet_sdm_8", "vnet_16")]
     runs = str(tmp_path / "runs")
-    assert la_results.run_rows(rows, runs, "data/LA", [], jobs=2) == 0
+    assert la_results.run_rows(rows, la_results.PROTOCOLS["half"], runs, "data/LA", [], jobs=2) == 0
     assert len(calls) == 9  # train + 2 evaluations per row; the first two trainings ran at the same time
     assert all(argv[-2:] == ["--threads", "1"] for argv in calls)
     trainings = [argv[3] for argv in calls if argv[1] == "train.py"]
@@ -98,5 +162,5 @@ def test_run_rows_reports_a_failed_row_and_keeps_the_other_lane_going(tmp_path, 
 
     monkeypatch.setattr(la_results.subprocess, "call", fake_call)
     rows = [la_results.ROW_BY_KEY[k] for k in ("vnet_sdm_8", "vnet_16")]
-    assert la_results.run_rows(rows, str(tmp_path / "runs"), "data/LA", [], jobs=2) == 3
+    assert la_results.run_rows(rows, la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [], jobs=2) == 3
     assert (tmp_path / "runs" / "vnet_16.log").exists()
