@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # sassnet_tf from this checkout; imported lazily (TensorFlow is slow to load)
 EVAL_LIST = "configs/lists/la_eval10.list"
 DEFAULT_ROOT = "../shared/data/LA"
 RECORDS = "docs/results"
@@ -111,7 +112,6 @@ def row_commands(row: Row, protocol: Protocol, data_root: str = DEFAULT_ROOT) ->
 
 def row_config(row: Row, protocol: Protocol):
     """The row's config with the protocol's overrides (what its runs train)."""
-    sys.path.insert(0, REPO)
     from sassnet_tf.config import load_config, parse_overrides
 
     return load_config(os.path.join(REPO, row.config), parse_overrides(list(protocol.sets)))
@@ -180,7 +180,6 @@ def runs_protocol(run: str, row: Row, protocol: Protocol) -> bool:
 def record_row(run: str, record: str) -> None:
     """Copy what the tables need of a finished, evaluated run folder into its record (files replaced atomically);
     the TensorBoard scalars become scalars.csv."""
-    sys.path.insert(0, REPO)
     from sassnet_tf.utils.atomic import atomic_path, atomic_write_text
 
     for name in RECORD_FILES:
@@ -503,7 +502,6 @@ def main(argv=None) -> int:
         if plot_curves(os.path.join(REPO, p.records), path):
             curves[p.key] = os.path.relpath(path, os.path.dirname(output))
     text = results_markdown(records, runs, args.data_root, curves)
-    sys.path.insert(0, REPO)
     from sassnet_tf.utils.atomic import atomic_write_text
 
     atomic_write_text(output, text)
