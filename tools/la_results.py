@@ -488,9 +488,12 @@ def main(argv=None) -> int:
         for p in PROTOCOLS.values():
             for row in ROWS:
                 iterations = row_config(row, p).train.iterations
-                recorded = is_done(row_state(os.path.join(REPO, p.records, row.key)), iterations)
-                state = _status(row_state(os.path.join(runs, f"la_{p.key}", row.key)), iterations)
-                print(f"{p.key:6s} {row.key:12s} {state}" + ("; recorded" if recorded else ""))
+                record = row_state(os.path.join(REPO, p.records, row.key))
+                if is_done(record, iterations):
+                    print(f"{p.key:6s} {row.key:12s} {_status(record, iterations)} (recorded)")
+                else:
+                    print(f"{p.key:6s} {row.key:12s} "
+                          f"{_status(row_state(os.path.join(runs, f'la_{p.key}', row.key)), iterations)}")
         return 0
     for p in PROTOCOLS.values():  # a run finished outside `run` (or before records existed) gets its record now
         for key in record_finished(p, os.path.join(runs, f"la_{p.key}"), os.path.join(REPO, p.records)):
