@@ -36,7 +36,10 @@ EVAL_LIST = "configs/lists/la_eval10.list"
 DEFAULT_ROOT = "../shared/data/LA"
 RECORDS = "docs/results"
 FINDINGS = "docs/results/findings.md"
-CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")
+CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")  # plotted
+# Recorded: the curves and what tells the adversarial balance and the speed afterwards.
+RECORD_TAGS = (*CURVE_TAGS, "train/adv_loss", "train/d_accuracy", "train/consistency_weight", "train/lr",
+               "train/seconds_per_iteration")
 EVAL_DIRS = ("eval-la_eval10", "eval-la_eval10-nms")  # without / with the largest-component filter
 # What a record keeps of a run folder (same relative paths), besides scalars.csv.
 RECORD_FILES = ("run.json", "config.yaml", *(f"{d}/{f}" for d in EVAL_DIRS for f in ("summary.json", "per_case.csv")))
@@ -205,7 +208,7 @@ def record_finished(protocol: Protocol, runs: str, records: str) -> list:
     return recorded
 
 
-def read_scalars(logdir: str, tags=CURVE_TAGS) -> dict:
+def read_scalars(logdir: str, tags=RECORD_TAGS) -> dict:
     """{tag: [(step, value), ...]} from the TensorBoard event files of a run (tf.summary scalars)."""
     out = {tag: [] for tag in tags}
     paths = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
@@ -222,7 +225,7 @@ def read_scalars(logdir: str, tags=CURVE_TAGS) -> dict:
     return {tag: sorted(dict(points).items()) for tag, points in out.items()}  # a resumed run rewrites steps
 
 
-def read_record_scalars(record: str, tags=CURVE_TAGS) -> dict:
+def read_record_scalars(record: str, tags=RECORD_TAGS) -> dict:
     """{tag: [(step, value), ...]} from a record's scalars.csv (empty lists when it has none)."""
     out = {tag: [] for tag in tags}
     try:

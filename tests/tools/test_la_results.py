@@ -86,10 +86,12 @@ def test_record_keeps_the_training_scalars_as_csv(tmp_path):
     with tf.summary.create_file_writer(str(run / "logs")).as_default():
         for step, loss in ((10, 0.9), (20, 0.5)):
             tf.summary.scalar("train/loss", loss, step=step)
-            tf.summary.scalar("train/other", 1.0, step=step)  # not a curve tag: not kept
+            tf.summary.scalar("train/d_accuracy", 0.75, step=step)
+            tf.summary.scalar("train/other", 1.0, step=step)  # not a recorded tag: not kept
     la_results.record_row(str(run), str(tmp_path / "record"))
     scalars = la_results.read_record_scalars(str(tmp_path / "record"))
     assert scalars["train/loss"] == [(10, 0.9), (20, 0.5)] and scalars["train/d_loss"] == []
+    assert scalars["train/d_accuracy"] == [(10, 0.75), (20, 0.75)] and "train/other" not in scalars
 
 
 def test_table_reports_only_recorded_rows_and_shows_the_progress_of_the_others(tmp_path):
