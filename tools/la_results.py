@@ -367,10 +367,10 @@ def plot_curves(records: str, path: str) -> bool:
 
     fig, axes = plt.subplots(1, len(CURVE_TAGS), figsize=(4 * len(CURVE_TAGS), 3.2))
     for ax, tag in zip(axes, CURVE_TAGS):
-        for row in ROWS:
+        for index, row in enumerate(ROWS):
             points = series[row.key][tag]
-            if points:
-                ax.plot(*zip(*points), label=f"{row.method} ({row.labeled})", linewidth=1)
+            if points:  # one colour per row in every panel, though a panel may lack some rows
+                ax.plot(*zip(*points), label=f"{row.method} ({row.labeled})", linewidth=1, color=f"C{index}")
         ax.set_title(tag)
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=7)
