@@ -74,12 +74,17 @@ class Protocol:
     schedule: str  # Markdown: the schedule, for the table's heading paragraph
 
     @property
+    def folder(self) -> str:
+        """Name of the protocol's folder of run folders (under runs/) and of records (under RECORDS)."""
+        return f"la_{self.key}"
+
+    @property
     def runs(self) -> str:
-        return f"runs/la_{self.key}"
+        return f"runs/{self.folder}"
 
     @property
     def records(self) -> str:
-        return f"{RECORDS}/la_{self.key}"
+        return f"{RECORDS}/{self.folder}"
 
 
 PROTOCOLS = {
@@ -92,14 +97,17 @@ PROTOCOLS = {
                       "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration here) fits in one "
                       "3-hour session of this machine, whose run folders do not outlive a session"),
 }
+DEFAULT_PROTOCOL = "half"
 
 
-def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", extra=()) -> list:
-    """(argv, evaluation folder or None) of each step `run` executes for a row: train, evaluate, evaluate + NMS."""
+def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", sets=()) -> list:
+    """(argv, evaluation folder or None) of each step `run` executes for a row: train, evaluate, evaluate + NMS.
+
+    `sets`: KEY=VALUE config overrides given to train.py after the protocol's own.
+    """
     run = f"{runs}/{row.key}"
-    sets = [a for s in protocol.sets for a in ("--set", s)]
     train = [python, "train.py", "--config", row.config, "--data-root", data_root, "--output", run, "--no-progress",
-             *sets, *extra]
+             *[a for item in (*protocol.sets, *sets) for a in ("--set", item)]]
     evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", EVAL_LIST,
                 "--no-png"]
     return [(train, None), (evaluate + ["--output", f"{run}/{EVAL_DIRS[0]}"], EVAL_DIRS[0]),
@@ -141,6 +149,15 @@ def is_done(state: dict, iterations: int) -> bool:
     evaluated."""
     run = state["run"] or {}
     return run.get("status") == "completed" and run.get("iteration", 0) >= iterations and bool(state["eval"])
+
+
+def shown_state(record: str, run: str, iterations: int) -> tuple:
+    """(state, done) a table or `status` shows for a row: its record's when the record is finished, else its run
+    folder's progress with the evaluations dropped (numbers come from records only)."""
+    state = row_state(record)
+    if is_done(state, iterations):
+        return state, True
+    return dict(row_state(run), eval=None, eval_nms=None), False
 
 
 def _metrics(summary) -> str:
@@ -262,10 +279,7 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
     for row in ROWS:
         config = row_config(row, protocol)
         record = os.path.join(records, row.key)
-        state = row_state(record)
-        done = is_done(state, config.train.iterations)
-        if not done:  # progress only, never numbers
-            state = dict(row_state(os.path.join(runs, row.key)), eval=None, eval_nms=None)
+        state, done = shown_state(record, os.path.join(runs, row.key), config.train.iterations)
         paper = "".join(f"| {v:.2f} " for v in row.paper)
         lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(state['eval'])}{paper}"
                      f"| {config.train.seed} | {_status(state, config.train.iterations)} |")
@@ -323,14 +337,14 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
     ]
     finished = []
     for protocol in PROTOCOLS.values():
-        section, done = protocol_section(protocol, os.path.join(records, f"la_{protocol.key}"),
-                                         os.path.join(runs, f"la_{protocol.key}"))
+        section, done = protocol_section(protocol, os.path.join(records, protocol.folder),
+                                         os.path.join(runs, protocol.folder))
         lines += section
         finished += [(f"{row.method} ({row.labeled}), {protocol.key}", record) for row, record in done]
     lines += ["## Commands", "", "One command per row (`run` executes the three lines below it, adding `--resume` "
               "when the run folder exists, then records the results):", ""]
     for protocol in PROTOCOLS.values():
-        option = "" if protocol.key == "half" else f" --protocol {protocol.key}"
+        option = "" if protocol.key == DEFAULT_PROTOCOL else f" --protocol {protocol.key}"
         lines += [f"### {protocol.title}", ""]
         for row in ROWS:
             lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
@@ -383,17 +397,17 @@ def plot_curves(records: str, path: str) -> bool:
     return True
 
 
-def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, extra: list, threads: int | None = None,
-            log=None, records: str | None = None) -> int:
+def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, sets: list, threads: int | None = None,
+            log=None) -> int:
     """Train (resuming), evaluate and record one row; returns the first non-zero exit code, else 0.
 
     Commands run from the repository root, so `runs` and `data_root` are taken relative to it (or absolute).
-    `threads` is passed to every step as `--threads`; `log` (an open file) receives the steps' output; the record
-    goes to `records/<row>` (default: the protocol's records folder).
+    `sets` are extra train.py overrides (a run with any is not the protocol's, so never recorded); `threads` is
+    passed to every step as `--threads`; `log` (an open file) receives the steps' output.
     """
     run = os.path.join(REPO, runs, row.key)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
-    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, extra=extra):
+    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, sets=sets):
         if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
             argv = argv + ["--resume"]
         if threads is not None:
@@ -408,13 +422,13 @@ def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, extra: list
             print(f"! {row.key}: exit code {code}", flush=True)
             return code
     if runs_protocol(run, row, protocol):  # not after a smoke run (--set)
-        record = os.path.join(records or os.path.join(REPO, protocol.records), row.key)
+        record = os.path.join(REPO, protocol.records, row.key)
         record_row(run, record)
         print(f"= {row.key}: recorded in {record}", flush=True)
     return 0
 
 
-def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, extra: list, jobs: int = 1) -> int:
+def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: list, jobs: int = 1) -> int:
     """Run rows in order, `jobs` at a time; returns the first non-zero exit code, else 0.
 
     With jobs > 1 each row's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
@@ -422,7 +436,7 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, extra: l
     """
     if jobs == 1:
         for row in rows:
-            code = run_row(row, protocol, runs, data_root, extra)
+            code = run_row(row, protocol, runs, data_root, sets)
             if code:
                 return code
         return 0
@@ -440,7 +454,7 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, extra: l
                 row = pending.pop(0)
             try:
                 with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
-                    code = run_row(row, protocol, runs, data_root, extra, threads=threads, log=log)
+                    code = run_row(row, protocol, runs, data_root, sets, threads=threads, log=log)
             except OSError as exc:  # a lane must report, not die silently with its row
                 print(f"! {row.key}: {exc}", flush=True)
                 code = 1
@@ -459,7 +473,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "status", "table"])
     parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)}, or all")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="half",
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
                         help="`run`: half (the paper's schedule, default) or short (1/5 schedule)")
     parser.add_argument("--runs", help="`run`: folder of the run folders (default runs/la_<protocol>)")
     parser.add_argument("--data-root", default=DEFAULT_ROOT, help=f"LA dataset root (default {DEFAULT_ROOT})")
@@ -483,23 +497,18 @@ def main(argv=None) -> int:
             parser.error(f"--data-root {args.data_root}: not a folder (the LA release with train.list)")
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
-        extra = [a for s in args.set for a in ("--set", s)]
         return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
-                        extra, args.jobs)
-    runs, records = os.path.join(REPO, "runs"), os.path.join(REPO, RECORDS)
+                        args.set, args.jobs)
     if args.command == "status":
         for p in PROTOCOLS.values():
             for row in ROWS:
                 iterations = row_config(row, p).train.iterations
-                record = row_state(os.path.join(REPO, p.records, row.key))
-                if is_done(record, iterations):
-                    print(f"{p.key:6s} {row.key:12s} {_status(record, iterations)} (recorded)")
-                else:
-                    print(f"{p.key:6s} {row.key:12s} "
-                          f"{_status(row_state(os.path.join(runs, f'la_{p.key}', row.key)), iterations)}")
+                state, done = shown_state(os.path.join(REPO, p.records, row.key), os.path.join(REPO, p.runs, row.key),
+                                          iterations)
+                print(f"{p.key:6s} {row.key:12s} {_status(state, iterations)}" + (" (recorded)" if done else ""))
         return 0
     for p in PROTOCOLS.values():  # a run finished outside `run` (or before records existed) gets its record now
-        for key in record_finished(p, os.path.join(runs, f"la_{p.key}"), os.path.join(REPO, p.records)):
+        for key in record_finished(p, os.path.join(REPO, p.runs), os.path.join(REPO, p.records)):
             print(f"recorded {p.key}/{key}")
     output = os.path.join(REPO, args.output)
     curves = {}
@@ -507,7 +516,7 @@ def main(argv=None) -> int:
         path = os.path.join(os.path.dirname(output), "results", f"curves_{p.key}.png")
         if plot_curves(os.path.join(REPO, p.records), path):
             curves[p.key] = os.path.relpath(path, os.path.dirname(output))
-    text = results_markdown(records, runs, args.data_root, curves)
+    text = results_markdown(os.path.join(REPO, RECORDS), os.path.join(REPO, "runs"), args.data_root, curves)
     from sassnet_tf.utils.atomic import atomic_write_text
 
     atomic_write_text(output, text)
