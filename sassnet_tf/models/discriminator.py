@@ -14,6 +14,17 @@ from sassnet_tf.models.space_to_depth_conv import strided_conv3d
 MIN_SIZE = 16
 
 
+def _leaky_relu(x, negative_slope=0.2):
+    """LeakyReLU as a select, equal to TF's LeakyRelu op in value and gradient (slope where x <= 0).
+
+    Not `keras.ops.leaky_relu`: Grappler's remapper fuses the conv + bias + add + LeakyRelu before it into one
+    oneDNN op although LeakyReluGrad still reads the add, fails ("remapper failed: ... fanout
+    'LeakyReluGrad' exist for missing node"), and then drops every fusion of the whole train step
+    (conv + bias + ReLU in the V-Net too), docs/PERFORMANCE.md.
+    """
+    return tf.where(x > 0, x, x * tf.cast(negative_slope, x.dtype))
+
+
 @keras.saving.register_keras_serializable(package="sassnet_tf")
 class Discriminator(keras.Model):
     """Fully convolutional 3D discriminator on (signed distance map, image).
@@ -134,10 +145,10 @@ class Discriminator(keras.Model):
         sdm, image = self._split(inputs, "the inputs")
         self._check_input_shapes(sdm.shape, image.shape)
         x = self._conv(self.sdm_conv, sdm) + self._conv(self.image_conv, image)
-        x = self.dropout_1(keras.ops.leaky_relu(x, 0.2), training=training)
-        x = self.dropout_2(keras.ops.leaky_relu(self._conv(self.conv_2, x), 0.2), training=training)
-        x = self.dropout_3(keras.ops.leaky_relu(self._conv(self.conv_3, x), 0.2), training=training)
-        x = keras.ops.leaky_relu(self._conv(self.conv_4, x), 0.2)
+        x = self.dropout_1(_leaky_relu(x), training=training)
+        x = self.dropout_2(_leaky_relu(self._conv(self.conv_2, x)), training=training)
+        x = self.dropout_3(_leaky_relu(self._conv(self.conv_3, x)), training=training)
+        x = _leaky_relu(self._conv(self.conv_4, x))
         return self.classifier(self.pool(x))
 
     def get_config(self):

@@ -45,8 +45,30 @@ def strided_conv3d(inputs, kernel, strides=2, padding=1, method="auto"):
     if method == "space_to_depth":
         return space_to_depth_conv3d(inputs, kernel, strides, padding)
     p, s = int(padding), int(strides)
+    kernel = tf.cast(kernel, inputs.dtype)
+    if p and same_padding_matches(inputs.shape[1:4], int(kernel.shape[0]), s, p):
+        # No Pad op: Grappler fuses Pad into the conv although the filter gradient still reads the padded input,
+        # fails ("remapper failed: ... Conv3DBackpropFilterV2 exist for missing node Pad") and drops every
+        # fusion of the train step.
+        return tf.nn.conv3d(inputs, kernel, [1, s, s, s, 1], "SAME")
     x = tf.pad(inputs, [[0, 0], [p, p], [p, p], [p, p], [0, 0]]) if p else inputs
-    return tf.nn.conv3d(x, tf.cast(kernel, inputs.dtype), [1, s, s, s, 1], "VALID")
+    return tf.nn.conv3d(x, kernel, [1, s, s, s, 1], "VALID")
+
+
+def same_padding_matches(sizes, k, s, p) -> bool:
+    """Whether TF's "SAME" padding reads the same windows as torch's symmetric `p` on these static sizes.
+
+    "SAME" outputs ceil(n / s) and pads max((out - 1) * s + k - n, 0) zeros, the smaller half first; it equals
+    torch padding p when it pads p first and yields torch's floor((n + 2p - k) / s) + 1 outputs (then every window
+    starts at the same voxel and reads zeros wherever torch's does). Unknown sizes: False.
+    """
+    for n in sizes:
+        if n is None:
+            return False
+        out = -(-n // s)
+        if max((out - 1) * s + k - n, 0) // 2 != p or out != (n + 2 * p - k) // s + 1:
+            return False
+    return True
 
 
 def _dims(x):

@@ -156,3 +156,22 @@ def test_gradients_match_plain_strided_convolutions():
         results.append([logits] + tape.gradient(loss, [sdm, image] + disc.trainable_variables))
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_leaky_relu_equals_tf_leaky_relu_in_value_and_gradient():
+    import tensorflow as tf
+
+    from sassnet_tf.models.discriminator import _leaky_relu
+
+    for dtype in (tf.float32, tf.bfloat16):
+        x = tf.constant([-3.0, -0.5, 0.0, 0.25, 7.0], dtype)
+        results = []
+        for fn in (_leaky_relu, lambda t: tf.nn.leaky_relu(t, 0.2)):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+            results.append((y, tape.gradient(y, x)))  # at 0: the slope, as TF's LeakyReluGrad
+        (y, g), (y_ref, g_ref) = results
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(y_ref, tf.float32))
+        np.testing.assert_array_equal(tf.cast(g, tf.float32), tf.cast(g_ref, tf.float32))

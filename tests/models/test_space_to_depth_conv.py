@@ -86,10 +86,11 @@ def test_bad_arguments(x_shape, kernel_shape, strides, padding, match):
 @pytest.mark.parametrize("method", ["auto", "space_to_depth", "direct"])
 @pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("channels", [1, 9])  # below and above the space-to-depth threshold under oneDNN
-def test_strided_conv3d_every_method_equals_the_reference(monkeypatch, method, onednn, channels):
+@pytest.mark.parametrize("size", [(11, 10, 9), (12, 10, 8)])  # "direct": explicit Pad (odd), "SAME" (all even)
+def test_strided_conv3d_every_method_equals_the_reference(monkeypatch, method, onednn, channels, size):
     monkeypatch.setattr(space_to_depth_conv, "onednn_enabled", lambda: onednn)
     rng = np.random.default_rng(channels)
-    x = tf.constant(rng.normal(size=(1, 11, 10, 9, channels)), tf.float32)
+    x = tf.constant(rng.normal(size=(1, *size, channels)), tf.float32)
     kernel = tf.constant(rng.normal(size=(4, 4, 4, channels, 3)), tf.float32)
     y, grads = loss_and_grads(lambda a, w: strided_conv3d(a, w, 2, 1, method), x, kernel)
     y_ref, grads_ref = loss_and_grads(lambda a, w: strided_reference(a, w, 2, 1), x, kernel)
@@ -113,3 +114,24 @@ def test_strided_conv3d_auto_choice(monkeypatch):
 def test_strided_conv3d_rejects_unknown_methods():
     with pytest.raises(ValueError, match="method 'im2col' is not one of auto, space_to_depth, direct"):
         strided_conv3d(tf.zeros((1, 8, 8, 8, 1)), tf.zeros((4, 4, 4, 1, 2)), method="im2col")
+
+
+@pytest.mark.parametrize("sizes,k,s,p,expected", [
+    ((64, 64, 48), 4, 2, 1, True),   # the discriminator's layers on even sizes
+    ((14, 14, 10), 4, 2, 1, True),
+    ((64, 63, 48), 4, 2, 1, False),  # odd: "SAME" gives ceil(n / 2) and pads 1 before, 2 after
+    ((64, 64, 48), 4, 2, 0, False),
+    ((9, 9, 9), 3, 1, 1, True),      # stride 1, kernel 3: "SAME" is torch padding 1 on any size
+    ((8, None, 8), 4, 2, 1, False),  # unknown size: no decision possible, explicit Pad
+])
+def test_same_padding_matches(sizes, k, s, p, expected):
+    assert space_to_depth_conv.same_padding_matches(sizes, k, s, p) is expected
+
+
+def test_direct_method_pads_with_same_instead_of_a_pad_op_where_equal():
+    """No Pad op before the conv on even sizes: Grappler's Pad + Conv3D fusion breaks the filter gradient's graph."""
+    def ops(shape):
+        fn = tf.function(lambda x: strided_conv3d(x, tf.ones((4, 4, 4, 9, 2)), 2, 1, "direct"))
+        return {op.type for op in fn.get_concrete_function(tf.TensorSpec(shape)).graph.get_operations()}
+
+    assert "Pad" not in ops((1, 8, 8, 8, 9)) and "Pad" in ops((1, 8, 9, 8, 9)) and "Pad" in ops((1, None, 8, 8, 9))
