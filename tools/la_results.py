@@ -95,7 +95,7 @@ PROTOCOLS = {
                       ("train.iterations=1200", "train.lr_decay_steps=[500,1000]", "train.rampup_interval=30"),
                       "every schedule scaled by 1/5 -- 1200 iterations, learning-rate steps at 500 and 1000, the w(t) "
                       "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration here) fits in one "
-                      "3-hour session of this machine, whose run folders do not outlive a session"),
+                      "3-hour session of this machine, whose run folders are not sure to outlive a session"),
 }
 DEFAULT_PROTOCOL = "half"
 
