@@ -31,7 +31,8 @@ def strided_conv3d(inputs, kernel, strides=2, padding=1, method="auto"):
         strides: the stride s on every spatial axis.
         padding: zeros added on both sides of every spatial axis.
         method: "space_to_depth" (`space_to_depth_conv3d`), "direct" (zero padding then a strided "VALID"
-            tf.nn.conv3d) or "auto": space-to-depth unless oneDNN is on and C >= 8 (measured, PERFORMANCE.md).
+            tf.nn.conv3d, or "SAME" without a Pad op where equal: `same_padding_matches`) or "auto": space-to-depth
+            unless oneDNN is on and C >= 8 (measured, PERFORMANCE.md).
 
     Returns:
         ``[B, H', W', D', F]`` with ``floor((n + 2p - k) / s) + 1`` voxels per axis, without bias.
