@@ -12,7 +12,6 @@ timed then (batch 1, once). The 1-minute load average before and after is record
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,8 @@ import tensorflow as tf  # noqa: E402
 from sassnet_tf.inference.sliding_window import keras_predict_fn, sliding_window_inference, window_starts  # noqa: E402
 from sassnet_tf.models import build_vnet  # noqa: E402
 from sassnet_tf.training.precision import cpu_has_fast_bf16  # noqa: E402
+
+from report import emit_report  # noqa: E402
 
 FULL = {"n_filters": 16, "patch": (112, 112, 80), "volume": (190, 138, 88), "strides": [(18, 18, 4), (56, 56, 40)],
         "repeats": 2}
@@ -131,11 +132,7 @@ def main(argv=None) -> int:
         "timing": f"windows: best of {settings['repeats'] + 1} after a warm-up call; volumes: one run after a warm-up",
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit_report(report, args.output)
     return 0
 
 

@@ -11,7 +11,6 @@ batches of 2 + 2, 2 parallel calls per stream, 20 timed batches after 2 warm-up 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,6 +19,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from report import emit_report  # noqa: E402
+
 DEFAULT_ROOT = os.path.join(os.path.dirname(REPO), "shared", "data", "LA")
 
 
@@ -121,12 +123,7 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        from sassnet_tf.utils.atomic import atomic_write_text
-
-        atomic_write_text(args.output, text + "\n")
+    emit_report(result, args.output)
     return 0
 
 

@@ -17,7 +17,6 @@ Measured per call (median of ``--repeats``, modes interleaved, after one untimed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,8 @@ import tensorflow as tf  # noqa: E402
 from sassnet_tf.serving.client import SegmentationClient, zscore  # noqa: E402
 from sassnet_tf.serving.model_manager import list_versions  # noqa: E402
 from sassnet_tf.serving.server import LocalModelServer  # noqa: E402
+
+from report import emit_report  # noqa: E402
 
 FULL = {"n_filters": 16, "patch": (112, 112, 80), "stride": (18, 18, 4), "volume": (190, 138, 88), "batch": 4}
 QUICK = {"n_filters": 4, "patch": (32, 32, 16), "stride": (16, 16, 8), "volume": (48, 40, 24), "batch": 4}
@@ -151,11 +152,7 @@ def main(argv=None) -> int:
     if "rest" in times:
         result["rest_ms"] = round(statistics.median(times["rest"]), 1)
         result["rest_overhead_pct"] = round(100.0 * (result["rest_ms"] - local_ms) / local_ms, 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit_report(result, args.output)
     return 0
 
 

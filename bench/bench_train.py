@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from report import emit_report
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # float32 peak of this machine: 2 cores x 2 FMA pipes x 8 float32 lanes (AVX2) x 2 flops x ~2.45 GHz.
@@ -152,12 +154,8 @@ def main():
             results.append({"precision": precision, "error": out.stderr.strip().splitlines()[-1:]})
         else:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    text = json.dumps({"benchmark": "train_iteration", "cpu": platform.processor() or platform.machine(),
-                       "cores": os.cpu_count(), "load_average_1_5_15_before": load_before, "results": results}, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit_report({"benchmark": "train_iteration", "cpu": platform.processor() or platform.machine(),
+                 "cores": os.cpu_count(), "load_average_1_5_15_before": load_before, "results": results}, args.output)
 
 
 if __name__ == "__main__":
