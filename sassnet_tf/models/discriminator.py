@@ -7,7 +7,12 @@ import numbers
 import keras
 import tensorflow as tf
 
-from sassnet_tf.models.layer_options import check_positive_int, torch_bias_initializer, torch_kernel_initializer
+from sassnet_tf.models.layer_options import (
+    check_positive_int,
+    deserialize_dtype_policy,
+    torch_bias_initializer,
+    torch_kernel_initializer,
+)
 from sassnet_tf.models.space_to_depth_conv import strided_conv3d
 
 # Four stride-2 convolutions: each spatial axis must be at least 2^4 to leave one voxel to pool.
@@ -159,11 +164,7 @@ class Discriminator(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        policy = config.get("dtype")
-        if isinstance(policy, dict):
-            config["dtype"] = keras.dtype_policies.deserialize(policy)
-        return cls(**config)
+        return cls(**deserialize_dtype_policy(config))
 
 
 def build_discriminator(ndf=64, in_channels=1, sdm_channels=1, dropout=0.5, **kwargs) -> Discriminator:

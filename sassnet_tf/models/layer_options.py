@@ -66,3 +66,15 @@ def make_normalization(normalization: str, channels: int, dtype=None):
     if normalization == "instancenorm":
         return keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5, dtype=dtype)
     return None
+
+
+def deserialize_dtype_policy(config: dict) -> dict:
+    """A copy of a model's `get_config()` with its serialized dtype policy turned back into a policy object.
+
+    keras.Model.from_config passes a subclassed model's config to its constructor as it is. Keras 3.15 takes the
+    policy's dict form there too; converting it here keeps reloading independent of that (setup.cfg allows >= 3.3).
+    """
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return config

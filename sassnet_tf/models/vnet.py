@@ -11,6 +11,7 @@ from sassnet_tf.models.down_block import DownBlock
 from sassnet_tf.models.layer_options import (
     check_normalization,
     check_positive_int,
+    deserialize_dtype_policy,
     torch_bias_initializer,
     torch_kernel_initializer,
 )
@@ -158,11 +159,7 @@ class VNet(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        policy = config.get("dtype")
-        if isinstance(policy, dict):
-            config["dtype"] = keras.dtype_policies.deserialize(policy)
-        return cls(**config)
+        return cls(**deserialize_dtype_policy(config))
 
 
 def build_vnet(n_filters=16, normalization="batchnorm", dropout=0.5, in_channels=1, **kwargs) -> VNet:
