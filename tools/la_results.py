@@ -94,7 +94,7 @@ PROTOCOLS = {
     "short": Protocol("short", "LA half resolution, 1/5 schedule",
                       ("train.iterations=1200", "train.lr_decay_steps=[500,1000]", "train.rampup_interval=30"),
                       "every schedule scaled by 1/5 -- 1200 iterations, learning-rate steps at 500 and 1000, the w(t) "
-                      "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration here) fits in one "
+                      "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration on the EPYC of sessions 1-6) fits in one "
                       "3-hour session of this machine, whose run folders are not sure to outlive a session"),
 }
 DEFAULT_PROTOCOL = "half"
@@ -165,6 +165,16 @@ def _metrics(summary) -> str:
         return "| – | – | – | – "
     t = summary["paper_table"]
     return f"| {t['Dice (%)']:.2f} | {t['Jaccard (%)']:.2f} | {t['ASD (voxel)']:.2f} | {t['95HD (voxel)']:.2f} "
+
+
+def median_dice(summary_dir: str) -> str:
+    """Median Dice % over the evaluation cases, as a table cell: unlike the mean, one failed case barely moves it
+    (docs/results/findings.md, Session 6: RSZY41MT2FGDKHWWL5L2 swings 0-73 % between runs)."""
+    dice = sorted(per_case_dice(summary_dir).values())
+    if not dice:
+        return "–"
+    mid = len(dice) // 2
+    return f"{(dice[mid] if len(dice) % 2 else (dice[mid - 1] + dice[mid]) / 2):.2f}"
 
 
 def _status(state: dict, iterations: int) -> str:
@@ -271,9 +281,9 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
     """
     lines = [f"## {protocol.title} (`--protocol {protocol.key}`)", "",
              f"Schedule: {protocol.schedule}. Records: `{protocol.records}/<row>`.", "",
-             "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | paper Dice | paper Jaccard | paper ASD "
-             "| paper 95HD | seed | state |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Method | Labeled | Unlabeled | Dice % | Jaccard % | ASD | 95HD | median Dice % | paper Dice "
+             "| paper Jaccard | paper ASD | paper 95HD | seed | precision | state |",
+             "|---" * 15 + "|"]
     nms_lines = ["| Method | Labeled | Dice % | Jaccard % | ASD | 95HD |", "|---|---|---|---|---|---|"]
     finished = []
     for row in ROWS:
@@ -281,8 +291,10 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
         record = os.path.join(records, row.key)
         state, done = shown_state(record, os.path.join(runs, row.key), config.train.iterations)
         paper = "".join(f"| {v:.2f} " for v in row.paper)
-        lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(state['eval'])}{paper}"
-                     f"| {config.train.seed} | {_status(state, config.train.iterations)} |")
+        median = median_dice(os.path.join(record, EVAL_DIRS[0])) if done else "–"
+        precision = (state["run"] or {}).get("precision") or "–"
+        lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(state['eval'])}| {median} {paper}"
+                     f"| {config.train.seed} | {precision} | {_status(state, config.train.iterations)} |")
         nms_lines.append(f"| {row.method} | {row.labeled} {_metrics(state['eval_nms'])}|")
         if done:
             finished.append((row, record))
@@ -330,9 +342,13 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
         "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
         "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
-        "Training times are wall time, float32, summed over the sessions a run spanned; a row run beside another",
+        "\"median Dice\" is the median over the 10 cases, which one failed case barely moves (the mean can move by",
+        "7 points on one case, see the findings). \"precision\" is what `train.py --precision auto` chose on the",
+        "machine the row ran on: float32 on the 2-core AMD EPYC (AVX2) of sessions 1-6, mixed_bfloat16 on the",
+        "2-core Xeon with AMX of session 7 (per iteration, SASSNet 4.9 s vs ~1.1 s, V-Net 1.4 s vs ~0.45 s).",
+        "Training times are wall time summed over the sessions a run spanned; a row run beside another",
         "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
-        "V-Net 2.4 s vs 1.4 s per iteration, docs/PERFORMANCE.md); the findings below say how these rows ran.",
+        "V-Net 2.4 s vs 1.4 s per iteration on the EPYC, docs/PERFORMANCE.md); the findings say how each row ran.",
         "",
     ]
     finished = []

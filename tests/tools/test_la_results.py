@@ -55,7 +55,8 @@ def _finished_run(folder, row, protocol, dice, **overrides):
     config = la_results.row_config(row, protocol).replace(**{"data.root": "/elsewhere/LA", **overrides})
     folder.mkdir(parents=True)
     save_config(config, str(folder / "config.yaml"))
-    _write(folder / "run.json", {"status": "completed", "iteration": config.train.iterations, "train_seconds": 9000})
+    _write(folder / "run.json", {"status": "completed", "iteration": config.train.iterations, "train_seconds": 9000,
+                                 "precision": "mixed_bfloat16"})
     _write(folder / "eval-la_eval10" / "summary.json", _summary(dice))
     _write(folder / "eval-la_eval10-nms" / "summary.json", _summary(dice + 1.25))
     for name in la_results.EVAL_DIRS:
@@ -112,7 +113,8 @@ def test_table_reports_only_recorded_rows_and_shows_the_progress_of_the_others(t
         return {" ".join(line.split(" | ")[:2]): line for line in section.splitlines() if "| 1337 |" in line}
 
     h, s = main_rows(half_text), main_rows(short_text)
-    assert "| 81.25 | 71.25 | 2.50 | 9.00 | 79.99" in h["| V-Net 8"] and "done, 2.5 h training" in h["| V-Net 8"]
+    assert "| 81.25 | 71.25 | 2.50 | 9.00 | 81.25 | 79.99" in h["| V-Net 8"]  # mean, then median of the per-case Dice
+    assert "| 1337 | mixed_bfloat16 | done, 2.5 h training |" in h["| V-Net 8"]
     assert "22.00" not in text and "iteration 4 of 6000" in h["| SASSNet 8"]
     assert "running: iteration 1200 of 6000, 1.0 h so far" in h["| V-Net 16"] and "not started" in h["| SASSNet 16"]
     assert "| 82.50 | 72.50 |" in half_text  # the +NMS table
@@ -166,3 +168,14 @@ def test_run_rows_reports_a_failed_row_and_keeps_the_other_lane_going(tmp_path, 
     rows = [la_results.ROW_BY_KEY[k] for k in ("vnet_sdm_8", "vnet_16")]
     assert la_results.run_rows(rows, la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [], jobs=2) == 3
     assert (tmp_path / "runs" / "vnet_16.log").exists()
+
+
+def test_median_dice_resists_one_failed_case(tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    cases = [("A", 0.86), ("B", 0.84), ("C", 0.0), ("D", 0.88)]  # even count: mean of the middle two
+    (folder / "per_case.csv").write_text("case,dice\n" + "".join(f"{c},{d}\n" for c, d in cases))
+    assert la_results.median_dice(str(folder)) == "85.00"
+    (folder / "per_case.csv").write_text("case,dice\nA,0.5\nB,0.0\nC,0.7\n")  # odd count: the middle one
+    assert la_results.median_dice(str(folder)) == "50.00"
+    assert la_results.median_dice(str(tmp_path / "missing")) == "–"
