@@ -11,9 +11,27 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its bf16/AMX flags: sessions have run on different machines, and a figure means
+    little without the CPU that produced it."""
+    name, flags = "unknown", set()
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name == "unknown":
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wide = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+    return f"{name} ({' '.join(wide) or 'no avx2'})"
+
+
 def emit_report(report: dict, output: str | None) -> None:
     """Prints `report` as indented JSON and, when `output` is given, writes the same text there."""
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"cpu_model": cpu_model(), **report}, indent=2)
     print(text)
     if output:
         # Imported here: importing sassnet_tf sets TF_ENABLE_ONEDNN_OPTS, which bench_train's children must not inherit.
