@@ -94,8 +94,9 @@ PROTOCOLS = {
     "short": Protocol("short", "LA half resolution, 1/5 schedule",
                       ("train.iterations=1200", "train.lr_decay_steps=[500,1000]", "train.rampup_interval=30"),
                       "every schedule scaled by 1/5 -- 1200 iterations, learning-rate steps at 500 and 1000, the w(t) "
-                      "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration on the EPYC of sessions 1-6) fits in one "
-                      "3-hour session of this machine, whose run folders are not sure to outlive a session"),
+                      "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration on the EPYC of "
+                      "sessions 1-6) fits in one 3-hour session, whose machine's run folders are not sure to outlive "
+                      "it"),
 }
 DEFAULT_PROTOCOL = "half"
 
@@ -345,7 +346,7 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "\"median Dice\" is the median over the 10 cases, which one failed case barely moves (the mean can move by",
         "7 points on one case, see the findings). \"precision\" is what `train.py --precision auto` chose on the",
         "machine the row ran on: float32 on the 2-core AMD EPYC (AVX2) of sessions 1-6, mixed_bfloat16 on the",
-        "2-core Xeon with AMX of session 7 (per iteration, SASSNet 4.9 s vs ~1.1 s, V-Net 1.4 s vs ~0.45 s).",
+        "2-core Xeon with AMX of session 7 (per iteration: SASSNet 4.9 s vs ~1.5 s, V-Net + SDM 1.4 s vs 0.47 s).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
         "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
         "V-Net 2.4 s vs 1.4 s per iteration on the EPYC, docs/PERFORMANCE.md); the findings say how each row ran.",
