@@ -25,7 +25,6 @@ from report import emit_report
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-
 def _vnet_conv_macs(batch, patch, n):
     """Multiply-adds of one V-Net forward pass, convolutions only (the 3x3x3 stages, 2x2x2 down/up, heads)."""
     voxels = batch * patch[0] * patch[1] * patch[2]

@@ -11,21 +11,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name and its bf16/AMX flags: sessions have run on different machines, and a figure means
-    little without the CPU that produced it."""
-    name, flags = "unknown", set()
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name == "unknown":
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    wide = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+def cpu_model() -> str:
+    """The CPU's model name and its wide-vector/bf16/AMX flags: sessions have run on different machines, and a
+    figure means little without the CPU that produced it."""
+    # Imported here, like atomic_write_text below: importing sassnet_tf sets TF_ENABLE_ONEDNN_OPTS, which
+    # bench_train's children must not inherit (reports are written after they ran).
+    from sassnet_tf.utils.runtime import cpu_info
+
+    name, flags = cpu_info()
+    wide = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     return f"{name} ({' '.join(wide) or 'no avx2'})"
 
 

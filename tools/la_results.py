@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -171,11 +172,8 @@ def _metrics(summary) -> str:
 def median_dice(summary_dir: str) -> str:
     """Median Dice % over the evaluation cases, as a table cell: unlike the mean, one failed case barely moves it
     (docs/results/findings.md, Session 6: RSZY41MT2FGDKHWWL5L2 swings 0-73 % between runs)."""
-    dice = sorted(per_case_dice(summary_dir).values())
-    if not dice:
-        return "–"
-    mid = len(dice) // 2
-    return f"{(dice[mid] if len(dice) % 2 else (dice[mid - 1] + dice[mid]) / 2):.2f}"
+    dice = per_case_dice(summary_dir).values()
+    return f"{statistics.median(dice):.2f}" if dice else "–"
 
 
 def _status(state: dict, iterations: int) -> str:

@@ -7,6 +7,8 @@ import logging
 import keras
 import tensorflow as tf
 
+from sassnet_tf.utils.runtime import cpu_info
+
 log = logging.getLogger("sassnet_tf")
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -17,15 +19,7 @@ def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
     Without them oneDNN emulates bf16 and a convolution is ~9x slower than float32 (measured on an AVX2 EPYC).
     """
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(cpu_info(cpuinfo_path)[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str = "auto") -> str:

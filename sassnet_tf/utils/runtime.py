@@ -25,6 +25,25 @@ def default_onednn_on() -> bool:
     return True
 
 
+def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
+    """(model name, set of feature flags) of the first CPU in `cpuinfo_path`; ("unknown", set()) when unreadable.
+
+    Read without TensorFlow, so benchmarks and the precision choice can ask before or after it loads.
+    """
+    name, flags = "unknown", set()
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name == "unknown":
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return name, flags
+
+
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its oneDNN kernels in this process (asks TensorFlow; the variable as a fallback)."""
     try:

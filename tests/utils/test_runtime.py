@@ -65,3 +65,11 @@ def test_set_cpu_threads_once_tensorflow_runs_says_so():
     tf.constant(1.0) + 1.0  # the eager context is initialised
     with pytest.raises(ValueError, match="TensorFlow is already running"):
         runtime.set_cpu_threads(1)
+
+
+def test_cpu_info_reads_the_first_cpus_model_and_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Xeon A\nflags\t\t: fpu avx2 amx_bf16\n\n"
+                       "processor\t: 1\nmodel name\t: Xeon B\nflags\t\t: fpu\n")
+    assert runtime.cpu_info(str(cpuinfo)) == ("Xeon A", {"fpu", "avx2", "amx_bf16"})
+    assert runtime.cpu_info(str(tmp_path / "missing")) == ("unknown", set())
