@@ -179,3 +179,12 @@ def test_median_dice_resists_one_failed_case(tmp_path):
     (folder / "per_case.csv").write_text("case,dice\nA,0.5\nB,0.0\nC,0.7\n")  # odd count: the middle one
     assert la_results.median_dice(str(folder)) == "50.00"
     assert la_results.median_dice(str(tmp_path / "missing")) == "–"
+
+
+def test_distance_means_say_when_they_leave_out_a_case_with_an_empty_prediction():
+    summary = _summary(75.0)
+    assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 | 9.00 "  # older records: no counts, no mark
+    summary["metrics"] = {"cases": 10, "asd": {"n": 9, "n_undefined": 1}, "hd95": {"n": 9, "n_undefined": 1}}
+    assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 (9/10 cases) | 9.00 (9/10 cases) "
+    summary["metrics"]["asd"] = summary["metrics"]["hd95"] = {"n": 10, "n_undefined": 0}
+    assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 | 9.00 "
