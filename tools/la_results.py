@@ -166,9 +166,10 @@ def _distance(summary: dict, key: str, column: str) -> str:
     """A distance mean as a cell, with "(n/N cases)" when it leaves out cases whose prediction was empty: Dice counts
     such a case as 0, ASD and 95HD cannot, so a run that failed a hard case would otherwise look closer."""
     cell = f"{summary['paper_table'][column]:.2f}"
-    stats, cases = (summary.get("metrics") or {}).get(key) or {}, (summary.get("metrics") or {}).get("cases")
-    if stats.get("n_undefined") and cases:
-        cell += f" ({stats['n']}/{cases} cases)"
+    metrics = summary.get("metrics") or {}  # records rebuilt from an old snapshot have no per-metric counts
+    stats = metrics.get(key) or {}
+    if stats.get("n_undefined") and metrics.get("cases"):
+        cell += f" ({stats['n']}/{metrics['cases']} cases)"
     return cell
 
 
