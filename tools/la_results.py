@@ -360,7 +360,7 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "findings do).",
         "\"precision\" is what `train.py --precision auto` chose on the",
         "machine the row ran on: float32 on the 2-core AMD EPYC (AVX2) of sessions 1-6, mixed_bfloat16 on the",
-        "2-core Xeon with AMX of sessions 7-8 (per iteration: SASSNet 4.9 s vs 1.5-2.2 s, V-Net + SDM 1.4 s vs",
+        "2-core Xeon with AMX of sessions 7-9 (per iteration: SASSNet 4.9 s vs 1.5-2.2 s, V-Net + SDM 1.4 s vs",
         "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
         "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
