@@ -1,4 +1,14 @@
-"""Choose and apply the Keras dtype policy (`--precision auto|float32|mixed_float16|mixed_bfloat16`)."""
+"""Choose and apply the Keras dtype policy (`--precision auto|float32|mixed_float16|mixed_bfloat16`).
+
+What `auto` picks, per machine kind, and why (measured on 2-core cloud VMs, docs/PERFORMANCE.md):
+
+| machine | auto | why |
+|---|---|---|
+| GPU | mixed_float16 | float16 tensor cores; loss scaling on both optimizers (only a GPU can confirm its speed) |
+| CPU with AMX (Intel Xeon, Sapphire Rapids and later) | mixed_bfloat16 | oneDNN's AMX kernels: 6.6 s vs 11.8 s per full SASSNet iteration |
+| CPU with AVX512-BF16, no AMX (AMD EPYC Zen 4 / Zen 5) | mixed_bfloat16 | native bf16 dot products: 6.8 s vs 11.2 s on Zen 4. oneDNN's bf16 filter gradient there is wrong on short axes; the model avoids that kernel (`sassnet_tf.models.safe_conv3d`) |
+| CPU without native bf16 (AVX2 only, or AVX-512 without BF16) | float32 | oneDNN emulates bf16: ~9x slower than float32 |
+"""
 
 from __future__ import annotations
 
@@ -22,22 +32,40 @@ def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     return bool(cpu_info(cpuinfo_path)[1] & {"avx512_bf16", "amx_bf16"})
 
 
+def auto_precision(has_gpu: bool | None = None, cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, str]:
+    """The precision `auto` picks on this machine and the reason, as in the module's table.
+
+    Args:
+        has_gpu: whether TensorFlow sees a GPU (None: ask TensorFlow).
+        cpuinfo_path: where to read the CPU flags.
+    """
+    if has_gpu is None:
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if has_gpu:
+        return "mixed_float16", "GPU: float16 tensor cores, with loss scaling"
+    flags = cpu_info(cpuinfo_path)[1]
+    if "amx_bf16" in flags:
+        return "mixed_bfloat16", "CPU with AMX: oneDNN's bf16 AMX kernels"
+    if "avx512_bf16" in flags:
+        return "mixed_bfloat16", ("CPU with AVX512-BF16 and no AMX: native bf16 dot products (oneDNN's faulty bf16 "
+                                  "filter gradient on short axes is avoided by the model)")
+    return "float32", "CPU without native bf16 (no AVX512-BF16, no AMX): bf16 would be emulated, ~9x slower"
+
+
 def resolve_precision(precision: str = "auto") -> str:
-    """Map `auto` to float16 on GPU, bfloat16 on CPUs with native bf16, else float32."""
+    """Map `auto` to float16 on GPU, bfloat16 on CPUs with native bf16, else float32 (`auto_precision`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    if cpu_has_fast_bf16():
-        return "mixed_bfloat16"
-    return "float32"
+    return auto_precision()[0] if precision == "auto" else precision
 
 
 def apply_precision(precision: str = "auto") -> str:
-    """Set the global Keras dtype policy before models are built; return the resolved name."""
-    resolved = resolve_precision(precision)
+    """Set the global Keras dtype policy before models are built; log the choice (and auto's reason)."""
+    if precision == "auto":
+        resolved, reason = auto_precision()
+        reason = f"auto: {reason}"
+    else:
+        resolved, reason = resolve_precision(precision), "requested"
     keras.mixed_precision.set_dtype_policy(resolved)
-    log.info("precision: %s (requested %s)", resolved, precision)
+    log.info("precision: %s (%s)", resolved, reason)
     return resolved
