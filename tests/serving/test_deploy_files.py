@@ -167,13 +167,41 @@ def test_only_real_server_flags_are_used(where, compose_service, container):
     assert not unknown, f"not tensorflow_model_server flags: {sorted(unknown)}"
 
 
+def whole_volume_batching(flags):
+    """Why these server flags would batch whole-volume requests together, or None.
+
+    The batcher concatenates requests along dimension 0: for serving_default that is a spatial axis (README,
+    "Batching"). Batching may only be enabled per model (batching_params.pbtxt in a patch-level model's folder).
+    """
+    if flags.get("enable_batching", "false") != "true":
+        return None
+    if flags.get("enable_per_model_batching_parameters") != "true":
+        return "--enable_batching without --enable_per_model_batching_parameters batches every model's signatures"
+    if "batching_parameters_file" in flags:
+        return "--batching_parameters_file applies to every model that has no batching_params.pbtxt of its own"
+    return None
+
+
+@pytest.mark.parametrize("flags, problem", [
+    ([], None),
+    (["--enable_batching=false"], None),
+    (["--enable_batching=true", "--enable_per_model_batching_parameters=true"], None),
+    (["--enable_batching=true"], "every model"),
+    (["--enable_batching=true", "--enable_per_model_batching_parameters=false"], "every model"),
+    (["--enable_batching=true", "--enable_per_model_batching_parameters=true",
+      "--batching_parameters_file=/config/batching_parameters.txt"], "applies to every model"),
+])
+def test_the_batching_check_tells_safe_flags_from_unsafe(flags, problem):
+    found = whole_volume_batching(server_flags(flags))
+    assert (found is None) if problem is None else (problem in found)
+
+
 @pytest.mark.parametrize("where", ["compose", "k8s"])
 def test_whole_volume_signatures_are_never_batched_across_requests(where, compose_service, container):
-    # The batcher concatenates requests along dimension 0: for serving_default that is a spatial axis (README,
-    # "Batching"). Batching may only be enabled per model (batching_params.pbtxt in a patch-level model's folder).
     flags = server_flags(compose_service["command"] if where == "compose" else container["args"])
-    if flags.get("enable_batching", "false") == "true":
-        assert flags.get("enable_per_model_batching_parameters") == "true"
+    assert whole_volume_batching(flags) is None
+    # The shipped files keep batching off altogether (serving/README.md, "Batching").
+    assert flags.get("enable_batching", "false") == "false" and "batching_parameters_file" not in flags
 
 
 def test_rest_timeout_outlasts_the_client_deadline(compose_service):

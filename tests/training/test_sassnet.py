@@ -56,7 +56,6 @@ def test_one_step_updates_both_networks_and_reports_every_loss():
     assert float(logs["lr"]) == pytest.approx(0.01)
     # rampup_interval=1, length=1: w(0) = 0.5 * exp(-5)
     assert float(logs["consistency_weight"]) == pytest.approx(0.5 * np.exp(-5.0), rel=1e-5)
-    assert 0.0 <= float(logs["d_accuracy"]) <= 1.0
     assert int(model.optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 1
 
 
@@ -88,16 +87,30 @@ def test_network_step_leaves_discriminator_and_vice_versa(monkeypatch):
     assert not changed(v1, model.vnet), "the discriminator step must not touch the V-Net (weights or BN stats)"
 
 
-def test_adversarial_gradient_reaches_the_network_only_through_unlabeled_patches():
+def test_adversarial_gradient_reaches_the_network_only_through_unlabeled_patches(monkeypatch):
     model = make_model()
     batch = make_batch()
+    # 1. In the network step the discriminator sees exactly the unlabeled half of the batch (its training=False
+    #    call; the D step's training=True call sees all four patches).
+    seen = []
+    real_call = model.discriminator.call
+    monkeypatch.setattr(model.discriminator, "call", lambda inputs, training=None: (
+        seen.append((inputs, training)), real_call(inputs, training=training))[1])
+    model.train_step(batch)
+    (sdm, image), training = seen[0]
+    assert not training and sdm.shape[0] == 2
+    np.testing.assert_array_equal(image.numpy(), batch["unlabeled_image"].numpy())
+    assert seen[1][1] and seen[1][0][1].shape[0] == 4
+    # 2. Its gradient flows back into the network through the unlabeled patches only: none reaches the labeled
+    #    inputs (inference mode: no batch statistics tie the patches together), some reaches every unlabeled one.
     images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
     with tf.GradientTape() as tape:
+        tape.watch(images)
         sdm = model.vnet(images, training=False)["sdm"]
-        logits = model.discriminator((sdm[2:], images[2:]), training=False)
-        loss = tf.reduce_mean(logits)
-    grads = tape.gradient(loss, model.vnet.trainable_variables)
-    assert any(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads if g is not None)
+        loss = tf.reduce_mean(model.discriminator((sdm[2:], images[2:]), training=False))
+    per_patch = tf.reduce_sum(tf.abs(tape.gradient(loss, images)), axis=[1, 2, 3, 4]).numpy()
+    assert per_patch[0] == 0.0 and per_patch[1] == 0.0
+    assert per_patch[2] > 0.0 and per_patch[3] > 0.0
 
 
 @pytest.mark.parametrize("mode, keys", [("supervised", {"loss", "dice_loss", "lr"}),
@@ -113,18 +126,74 @@ def test_ablation_modes(mode, keys):
 
 
 def test_loss_is_the_reference_combination():
+    """Each reported term and the total, recomputed in numpy from the networks' outputs on the same batch."""
     model = make_model()
-    logs = model.train_step(make_batch())
-    expected = float(logs["dice_loss"]) + 0.3 * float(logs["sdm_loss"]) + float(logs["consistency_weight"]) * float(
-        logs["adv_loss"])
-    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
+    keras.utils.set_random_seed(2)
+    model.vnet = build_vnet(n_filters=2, dropout=0.0)  # no dropout: the step's forward pass can be repeated
+    model.discriminator = build_discriminator(ndf=4, dropout=0.0)
+    model.compile(TorchSGD(0.01), keras.optimizers.Adam(1e-3))
+    model.build_optimizers()
+    batch = make_batch()
+    images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
+    out = model.vnet(images, training=True)  # batch statistics, as in the step
+    logits = model.discriminator((out["sdm"][2:], images[2:]), training=False).numpy().astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-out["seg"].numpy()[:2].astype(np.float64)))
+    g = batch["label"].numpy()
+    dice = 1.0 - (2.0 * (p * g).sum() + 1e-5) / ((p * p).sum() + (g * g).sum() + 1e-5)
+    mse = ((out["sdm"].numpy()[:2] - batch["sdm"].numpy()) ** 2).mean()
+    adv = np.mean(np.log(np.exp(logits).sum(1)) - logits[:, 1])  # cross-entropy against class 1 ("labeled")
+    w = 0.5 * np.exp(-5.0 * (1.0 - min(0 // 1, 1) / 1) ** 2)  # consistency 0.5, interval 1, length 1, step 0
+
+    logs = model.train_step(batch)
+    assert float(logs["dice_loss"]) == pytest.approx(dice, rel=1e-4)
+    assert float(logs["sdm_loss"]) == pytest.approx(mse, rel=1e-4)
+    assert float(logs["adv_loss"]) == pytest.approx(adv, rel=1e-4)
+    assert float(logs["consistency_weight"]) == pytest.approx(w, rel=1e-6)
+    assert float(logs["loss"]) == pytest.approx(dice + 0.3 * mse + w * adv, rel=1e-4)
+
+
+def test_discriminator_step_reports_its_loss_and_accuracy():
+    """d_loss and d_accuracy of the D step equal those recomputed in numpy from D's logits on the same inputs."""
+    model = make_model()
+    keras.utils.set_random_seed(3)
+    model.discriminator = build_discriminator(ndf=4, dropout=0.0)  # deterministic in training mode (no BN)
+    model.compile(TorchSGD(0.01), keras.optimizers.Adam(1e-3))
+    model.build_optimizers()
+    batch = make_batch()
+    images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
+    sdm = tf.cast(model.vnet(images, training=False)["sdm"], tf.float32)
+    logits = model.discriminator((sdm, images), training=True).numpy().astype(np.float64)  # before D's update
+    target = np.array([1, 0, 0, 0])  # n_labeled = 1: an accuracy of 0.5 is impossible, a constant one shows
+    model._discriminator_step(images, sdm, tf.constant(1), 1)
+    expected_loss = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(4), target])
+    expected_accuracy = np.mean(np.argmax(logits, 1) == target)
+    assert float(model._trackers["d_loss"].result()) == pytest.approx(expected_loss, rel=1e-5)
+    assert float(model._trackers["d_accuracy"].result()) == expected_accuracy
 
 
 def test_test_step_dice():
+    """The validation Dice: per patch, of the sigmoid output thresholded at 0.5, averaged; 1 for two empty masks."""
     model = make_model()
     batch = make_batch()
-    logs = model.test_step({"labeled_image": batch["labeled_image"], "label": batch["label"]})
-    assert 0.0 <= float(logs["dice"]) <= 1.0
+    image, label = batch["labeled_image"], batch["label"].numpy()
+    seg = model.vnet(image, training=False)["seg"].numpy()
+    pred = seg > 0.0  # sigmoid > 0.5
+    dice = [2.0 * (p & (g > 0)).sum() / (p.sum() + (g > 0).sum()) for p, g in zip(pred, label)]
+    logs = model.test_step({"labeled_image": image, "label": batch["label"]})
+    assert float(logs["dice"]) == pytest.approx(np.mean(dice), rel=1e-6)
+
+
+def test_patch_dice_of_empty_masks():
+    """Prediction and label both empty: 1 (a perfect answer), not 0/0; an empty prediction of a real mask: 0."""
+    from sassnet_tf.training.sassnet import patch_dice
+
+    def background_everywhere(x, training=False):
+        return {"seg": -10.0 * tf.ones_like(x)}
+
+    image = tf.zeros((2,) + PATCH + (1,))
+    label = np.zeros((2,) + PATCH + (1,), np.float32)
+    label[1, 4:8, 4:8, 4:8] = 1.0
+    np.testing.assert_array_equal(patch_dice(background_everywhere, image, tf.constant(label)).numpy(), [1.0, 0.0])
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
