@@ -42,8 +42,6 @@ CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")
 RECORD_TAGS = (*CURVE_TAGS, "train/adv_loss", "train/d_accuracy", "train/consistency_weight", "train/lr",
                "train/seconds_per_iteration")
 EVAL_DIRS = ("eval-la_eval10", "eval-la_eval10-nms")  # without / with the largest-component filter
-# What a record keeps of a run folder (same relative paths), besides scalars.csv.
-RECORD_FILES = ("run.json", "config.yaml", *(f"{d}/{f}" for d in EVAL_DIRS for f in ("summary.json", "per_case.csv")))
 SCALARS = "scalars.csv"
 
 
@@ -73,6 +71,14 @@ class Protocol:
     title: str
     sets: tuple  # config overrides (train.py --set) on top of every row's config
     schedule: str  # Markdown: the schedule, for the table's heading paragraph
+    # (name, list file) of each evaluation, the first the table's; list files relative to the data root or the repo
+    evaluations: tuple = (("la_eval10", EVAL_LIST),)
+    seeds: tuple = (None,)  # train.seed of each run of a row; None: the config's, in a folder named after the row
+
+    @property
+    def eval_dirs(self) -> tuple:
+        """Evaluation folders of a run: (without NMS, with NMS) for each evaluation, the table's first."""
+        return tuple(f"eval-{name}{nms}" for name, _ in self.evaluations for nms in ("", "-nms"))
 
     @property
     def folder(self) -> str:
@@ -98,36 +104,54 @@ PROTOCOLS = {
                       "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration on the EPYC of "
                       "sessions 1-6) fits in one 3-hour session, whose machine's run folders are not sure to outlive "
                       "it"),
+    "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
+                         "the paper's 6000 iterations, learning-rate steps at 2500 and 5000 and w(t) ramp (40 steps of "
+                         "150 iterations), as `half`; evaluated on the 20 volumes of `test.list` (and on the 10 "
+                         "development cases), three seeds per row",
+                         evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337, 1338, 1339)),
 }
 DEFAULT_PROTOCOL = "half"
 
 
-def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", sets=()) -> list:
-    """(argv, evaluation folder or None) of each step `run` executes for a row: train, evaluate, evaluate + NMS.
+def run_name(row: Row, seed) -> str:
+    """Folder name of a row's run and record: the row's key, with "-seed<S>" for protocols with seeds."""
+    return row.key if seed is None else f"{row.key}-seed{seed}"
 
-    `sets`: KEY=VALUE config overrides given to train.py after the protocol's own.
+
+def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", sets=(),
+              seed=None) -> list:
+    """(argv, evaluation folder or None) of each step `run` executes for a row: train, then each of the protocol's
+    evaluations without and with NMS.
+
+    `sets`: KEY=VALUE config overrides given to train.py after the protocol's own; `seed`: the run's train.seed
+    (None: the config's).
     """
-    run = f"{runs}/{row.key}"
+    run = f"{runs}/{run_name(row, seed)}"
+    seed_set = () if seed is None else (f"train.seed={seed}",)
     train = [python, "train.py", "--config", row.config, "--data-root", data_root, "--output", run, "--no-progress",
-             *[a for item in (*protocol.sets, *sets) for a in ("--set", item)]]
-    evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", EVAL_LIST,
-                "--no-png"]
-    return [(train, None), (evaluate + ["--output", f"{run}/{EVAL_DIRS[0]}"], EVAL_DIRS[0]),
-            (evaluate + ["--nms", "--output", f"{run}/{EVAL_DIRS[1]}"], EVAL_DIRS[1])]
+             *[a for item in (*protocol.sets, *seed_set, *sets) for a in ("--set", item)]]
+    steps = [(train, None)]
+    for name, list_file in protocol.evaluations:
+        evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", list_file,
+                    "--no-png"]
+        steps += [(evaluate + ["--output", f"{run}/eval-{name}"], f"eval-{name}"),
+                  (evaluate + ["--nms", "--output", f"{run}/eval-{name}-nms"], f"eval-{name}-nms")]
+    return steps
 
 
-def row_commands(row: Row, protocol: Protocol, data_root: str = DEFAULT_ROOT) -> list:
+def row_commands(row: Row, protocol: Protocol, data_root: str = DEFAULT_ROOT, seed=None) -> list:
     """The shell commands `run` executes for a row (printed in RESULTS.md)."""
-    commands = [shlex.join(argv) for argv, _ in row_steps(row, protocol, protocol.runs, data_root)]
+    commands = [shlex.join(argv) for argv, _ in row_steps(row, protocol, protocol.runs, data_root, seed=seed)]
     commands[0] += " [--resume]"
     return commands
 
 
-def row_config(row: Row, protocol: Protocol):
-    """The row's config with the protocol's overrides (what its runs train)."""
+def row_config(row: Row, protocol: Protocol, seed=None):
+    """The row's config with the protocol's overrides and the seed (what its runs train)."""
     from sassnet_tf.config import load_config, parse_overrides
 
-    return load_config(os.path.join(REPO, row.config), parse_overrides(list(protocol.sets)))
+    seed_set = [] if seed is None else [f"train.seed={seed}"]
+    return load_config(os.path.join(REPO, row.config), parse_overrides([*protocol.sets, *seed_set]))
 
 
 def read_json(path: str):
@@ -138,12 +162,12 @@ def read_json(path: str):
         return None
 
 
-def row_state(folder: str) -> dict:
-    """What a run folder or a record holds (same layout): run.json and the two evaluation summaries (None if
-    absent)."""
+def row_state(folder: str, eval_dirs=EVAL_DIRS) -> dict:
+    """What a run folder or a record holds (same layout): run.json and the table's evaluation summaries without and
+    with NMS (`eval_dirs[:2]`; None if absent)."""
     return {"run": read_json(os.path.join(folder, "run.json")),
-            "eval": read_json(os.path.join(folder, EVAL_DIRS[0], "summary.json")),
-            "eval_nms": read_json(os.path.join(folder, EVAL_DIRS[1], "summary.json"))}
+            "eval": read_json(os.path.join(folder, eval_dirs[0], "summary.json")),
+            "eval_nms": read_json(os.path.join(folder, eval_dirs[1], "summary.json"))}
 
 
 def is_done(state: dict, iterations: int) -> bool:
@@ -153,13 +177,13 @@ def is_done(state: dict, iterations: int) -> bool:
     return run.get("status") == "completed" and run.get("iteration", 0) >= iterations and bool(state["eval"])
 
 
-def shown_state(record: str, run: str, iterations: int) -> tuple:
+def shown_state(record: str, run: str, iterations: int, eval_dirs=EVAL_DIRS) -> tuple:
     """(state, done) a table or `status` shows for a row: its record's when the record is finished, else its run
     folder's progress with the evaluations dropped (numbers come from records only)."""
-    state = row_state(record)
+    state = row_state(record, eval_dirs)
     if is_done(state, iterations):
         return state, True
-    return dict(row_state(run), eval=None, eval_nms=None), False
+    return dict(row_state(run, eval_dirs), eval=None, eval_nms=None), False
 
 
 def _distance(summary: dict, key: str, column: str) -> str:
@@ -199,11 +223,13 @@ def _status(state: dict, iterations: int) -> str:
     return f"{run.get('status', '?')}: iteration {it} of {iterations}, {hours:.1f} h so far"
 
 
-def runs_protocol(run: str, row: Row, protocol: Protocol) -> bool:
-    """True when a run folder finished the row's protocol and was evaluated: its resolved config is the protocol's
-    (the data root aside), so a smoke run or one with extra `--set` overrides is never recorded as a row."""
-    config = row_config(row, protocol)
-    if not is_done(row_state(run), config.train.iterations):
+def runs_protocol(run: str, row: Row, protocol: Protocol, seed=None) -> bool:
+    """True when a run folder finished the row's protocol and every evaluation: its resolved config is the
+    protocol's with this seed (the data root aside), so a smoke run or one with extra `--set` overrides is never
+    recorded as a row."""
+    config = row_config(row, protocol, seed)
+    if not is_done(row_state(run, protocol.eval_dirs), config.train.iterations) or not all(
+            os.path.isfile(os.path.join(run, d, "summary.json")) for d in protocol.eval_dirs):
         return False
     from sassnet_tf.training.run_dir import RunDir, RunDirError
     from sassnet_tf.config import ConfigError
@@ -218,12 +244,17 @@ def runs_protocol(run: str, row: Row, protocol: Protocol) -> bool:
     return trained == expected
 
 
-def record_row(run: str, record: str) -> None:
+def record_files(eval_dirs=EVAL_DIRS) -> tuple:
+    """What a record keeps of a run folder (same relative paths), besides scalars.csv."""
+    return ("run.json", "config.yaml", *(f"{d}/{f}" for d in eval_dirs for f in ("summary.json", "per_case.csv")))
+
+
+def record_row(run: str, record: str, eval_dirs=EVAL_DIRS) -> None:
     """Copy what the tables need of a finished, evaluated run folder into its record (files replaced atomically);
     the TensorBoard scalars become scalars.csv."""
     from sassnet_tf.utils.atomic import atomic_path, atomic_write_text
 
-    for name in RECORD_FILES:
+    for name in record_files(eval_dirs):
         source = os.path.join(run, name)
         if os.path.isfile(source):
             with atomic_path(os.path.join(record, name)) as tmp:
@@ -236,13 +267,15 @@ def record_row(run: str, record: str) -> None:
 
 
 def record_finished(protocol: Protocol, runs: str, records: str) -> list:
-    """Record every row whose run folder under `runs` is finished and evaluated; returns their keys."""
+    """Record every run (row and seed) whose folder under `runs` is finished and evaluated; returns their names."""
     recorded = []
     for row in ROWS:
-        run = os.path.join(runs, row.key)
-        if runs_protocol(run, row, protocol):
-            record_row(run, os.path.join(records, row.key))
-            recorded.append(row.key)
+        for seed in protocol.seeds:
+            name = run_name(row, seed)
+            run = os.path.join(runs, name)
+            if runs_protocol(run, row, protocol, seed):
+                record_row(run, os.path.join(records, name), protocol.eval_dirs)
+                recorded.append(name)
     return recorded
 
 
@@ -313,6 +346,105 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
     return lines, finished
 
 
+METRIC_COLUMNS = (("Dice (%)", "Dice %"), ("Jaccard (%)", "Jaccard %"), ("ASD (voxel)", "ASD"),
+                  ("95HD (voxel)", "95HD"))
+
+
+def _mean_std(values: list) -> str:
+    """"mean ± sample std" over seeds (the mean alone for one seed, "–" for none)."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def seed_metrics(records: list, eval_dir: str) -> dict:
+    """{table column: [value of each record]} of one evaluation over a row's finished seeds."""
+    summaries = [read_json(os.path.join(record, eval_dir, "summary.json")) for record in records]
+    return {column: [s["paper_table"][column] for s in summaries if s] for column, _ in METRIC_COLUMNS}
+
+
+def exceeds_seed_spread(a: list, b: list) -> tuple:
+    """(mean(a) - mean(b), its standard error from the seeds' spread, whether |difference| > 2 standard errors);
+    None for the last two without two seeds on each side."""
+    difference = statistics.mean(a) - statistics.mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return difference, None, None
+    error = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    return difference, error, abs(difference) > 2 * error
+
+
+def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
+    """Markdown lines of a protocol with seeds: mean ± std over the finished seeds of each row on the table's
+    evaluation (without and with NMS, and on the protocol's other evaluations), SASSNet against V-Net at equal
+    labels, then every seed's own numbers. Numbers come from records only."""
+    (name, list_file), dirs = protocol.evaluations[0], protocol.eval_dirs
+    lines = [f"## {protocol.title} (`--protocol {protocol.key}`)", "",
+             f"Schedule: {protocol.schedule}. Evaluation: the last weights on `{list_file}` (`{name}`). Seeds "
+             f"{', '.join(map(str, protocol.seeds))}; a cell is the mean ± sample standard deviation over the row's "
+             f"finished seeds (n). Records: `{protocol.records}/<row>-seed<S>`.", ""]
+    finished, progress = {}, {}
+    for row in ROWS:
+        finished[row.key], progress[row.key] = [], []
+        for seed in protocol.seeds:
+            config = row_config(row, protocol, seed)
+            record = os.path.join(records, run_name(row, seed))
+            state, done = shown_state(record, os.path.join(runs, run_name(row, seed)), config.train.iterations, dirs)
+            if done:
+                finished[row.key].append((seed, record, state))
+            progress[row.key].append((seed, state, config.train.iterations))
+    for index, (evaluation, _) in enumerate(protocol.evaluations):
+        for nms in (False, True):
+            eval_dir = dirs[2 * index + nms]
+            title = f"`{evaluation}`" + (", largest connected component kept (\"+NMS\")" if nms else "")
+            lines += [f"### {title}", "", "| Method | Labeled | Unlabeled | n | " +
+                      " | ".join(label for _, label in METRIC_COLUMNS) +
+                      (" | paper Dice | paper Jaccard | paper ASD | paper 95HD |" if index == 0 and not nms else " |"),
+                      "|---" * (8 + (4 if index == 0 and not nms else 0)) + "|"]
+            for row in ROWS:
+                metrics = seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)
+                cells = " | ".join(_mean_std(metrics[column]) for column, _ in METRIC_COLUMNS)
+                paper = "".join(f" {v:.2f} |" for v in row.paper) if index == 0 and not nms else ""
+                lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} | {len(finished[row.key])} | {cells} |"
+                             f"{paper}")
+            lines.append("")
+            if index == 0 and not nms:
+                lines += _comparisons(finished, eval_dir)
+    lines += ["### Every seed", "", "| Run | seed | Dice % | Jaccard % | ASD | 95HD | median Dice % | +NMS Dice % | "
+              "precision | state |", "|---" * 10 + "|"]
+    for row in ROWS:
+        for seed, state, iterations in progress[row.key]:
+            record = os.path.join(records, run_name(row, seed))
+            done = is_done(state, iterations)
+            nms = f"{state['eval_nms']['paper_table']['Dice (%)']:.2f}" if done and state["eval_nms"] else "–"
+            median = median_dice(os.path.join(record, dirs[0])) if done else "–"
+            precision = (state["run"] or {}).get("precision") or "–"
+            lines.append(f"| {row.method} ({row.labeled}) | {seed} {_metrics(state['eval'] if done else None)}"
+                         f"| {median} | {nms} | {precision} | {_status(state, iterations)} |")
+    return lines + [""]
+
+
+def _comparisons(finished: dict, eval_dir: str) -> list:
+    """Markdown lines: SASSNet minus V-Net mean Dice at each label count, against the seeds' spread."""
+    lines = []
+    for labeled in sorted({row.labeled for row in ROWS}):
+        pair = [next((r for r in ROWS if r.method == method and r.labeled == labeled), None)
+                for method in ("SASSNet", "V-Net")]
+        if None in pair:
+            continue
+        dice = [seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)["Dice (%)"] for row in pair]
+        if not all(dice):
+            lines.append(f"- SASSNet vs V-Net, {labeled} labeled: not both finished yet.")
+            continue
+        difference, error, significant = exceeds_seed_spread(*dice)
+        verdict = ("fewer than two seeds on a side: no spread to compare with" if error is None else
+                   f"standard error {error:.2f} from the seeds; "
+                   + ("exceeds" if significant else "does not exceed") + " two standard errors")
+        lines.append(f"- SASSNet vs V-Net, {labeled} labeled: mean Dice {difference:+.2f} points ({verdict}).")
+    return lines + [""] if lines else []
+
+
 def per_case_section(finished: list, cases: list) -> list:
     """Markdown lines: Dice % of each finished row on every evaluation case (no NMS), to compare rows case by case.
 
@@ -342,6 +474,11 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
     lines = [
         "# LA results: half-resolution protocols",
         "",
+        "First the official split: every row trained with three seeds and scored on the 20 volumes of `test.list`,",
+        "the paper's test set (`--protocol official`); then the development tables of sessions 1-9, one seed each,",
+        "scored on 10 cases of `train.list` (`" + EVAL_LIST + "`). No checkpoint, setting or recipe was chosen by",
+        "`test.list` scores: every row uses its last weights and the reference's settings.",
+        "",
         f"Snapshot of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, generated by "
         "`python tools/la_results.py table` from the records under `" + RECORDS + "` (a row shows numbers only",
         "once its run has finished and been evaluated). Protocol (\"LA half resolution\", issue 7): every",
@@ -350,9 +487,10 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "slices are zero-padded to 48), stride 9/9/2; probabilities upsampled to full resolution before",
         "thresholding, so Dice/Jaccard/95HD/ASD (voxels, medpy definitions) are on the original grid like the paper's.",
         "Training: labeled = first N IDs of `train.list`, the other 80 - N unlabeled (SASSNet only; V-Net rows use",
-        "the labeled cases alone). Evaluation: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
+        "the labeled cases alone). The `test.list` volumes are in no row's training data. Evaluation of the",
+        "development tables: the last weights on the 10 cases of `" + EVAL_LIST + "`,",
         "unlabeled in every row, so no run saw their labels (SASSNet rows saw their images, as in the paper's",
-        "transductive setting). The paper's numbers are on the 20 withheld test volumes at full resolution.",
+        "transductive setting). The paper's numbers are on the 20 test volumes at full resolution.",
         "\"median Dice\" is the median over the 10 cases, which one failed case barely moves (the mean can move by",
         "8 points on one case, see the findings). ASD and 95HD are means over the cases where the prediction is not",
         "empty (undefined otherwise): a row that finds nothing on a case scores Dice 0 there but leaves that case out",
@@ -361,36 +499,40 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "\"precision\" is what `train.py --precision auto` chose on the",
         "machine the row ran on: float32 on the 2-core AMD EPYC (AVX2) of sessions 1-6, mixed_bfloat16 on the",
         "2-core Xeon with AMX of sessions 7-9 (per iteration: SASSNet 4.9 s vs 1.5-2.2 s, V-Net + SDM 1.4 s vs",
-        "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md).",
+        "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md), and on the",
+        "2-core EPYC Zen 5 with AVX512-BF16 and no AMX of session 10 (the official-split runs).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
         "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
         "V-Net 2.4 s vs 1.4 s per iteration on the EPYC, docs/PERFORMANCE.md); the findings say how each row ran.",
         "",
     ]
     finished = []
+    seeded = [p for p in PROTOCOLS.values() if p.seeds != (None,)]
+    for protocol in seeded:
+        lines += seeds_section(protocol, os.path.join(records, protocol.folder), os.path.join(runs, protocol.folder))
     for protocol in PROTOCOLS.values():
+        if protocol in seeded:
+            continue
         section, done = protocol_section(protocol, os.path.join(records, protocol.folder),
                                          os.path.join(runs, protocol.folder))
         lines += section
         finished += [(f"{row.method} ({row.labeled}), {protocol.key}", record) for row, record in done]
-    lines += ["## Commands", "", "One command per row (`run` executes the three lines below it, adding `--resume` "
+    lines += ["## Commands", "", "One command per row (`run` executes the lines below it, adding `--resume` "
               "when the run folder exists, then records the results):", ""]
-    for protocol in PROTOCOLS.values():
+    for protocol in [*seeded, *(p for p in PROTOCOLS.values() if p not in seeded)]:
         option = "" if protocol.key == DEFAULT_PROTOCOL else f" --protocol {protocol.key}"
+        seed = protocol.seeds[0]
         lines += [f"### {protocol.title}", ""]
+        if seed is not None:
+            lines += [f"`run <row>{option}` trains and scores every seed ({', '.join(map(str, protocol.seeds))}); "
+                      f"`--seeds S` one of them. The lines below are seed {seed}'s; another seed's are the same with "
+                      f"`-seed<S>` and `train.seed=<S>`.", ""]
         for row in ROWS:
             lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
-                      "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root)], "  ```", ""]
+                      "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root, seed)], "  ```", ""]
     lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
               "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
-              "", *per_case_section(finished, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), "",
-              "## Scoring the official test split", "",
-              "The 20 volumes of `test.list` are not distributed with this repository's data. With them in the same "
-              "LA layout, score any row's weights with the paper's protocol:", "", "```",
-              *[f"python -m sassnet_tf.evaluate --model runs/la_<protocol>/<row> --weights last --data-root <LA root "
-                f"with the test volumes> --list test.list{nms} --output runs/la_<protocol>/<row>/eval-test"
-                f"{nms.replace(' --', '-')}" for nms in ("", " --nms")],
-              "```", ""]
+              "", *per_case_section(finished, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), ""]
     findings = os.path.join(REPO, FINDINGS)
     if os.path.isfile(findings):  # hand-written analysis, kept across regenerations
         with open(findings, encoding="utf-8") as fh:
@@ -430,16 +572,17 @@ def plot_curves(records: str, path: str) -> bool:
 
 
 def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, sets: list, threads: int | None = None,
-            log=None) -> int:
-    """Train (resuming), evaluate and record one row; returns the first non-zero exit code, else 0.
+            log=None, seed=None) -> int:
+    """Train (resuming), evaluate and record one row (with one seed); returns the first non-zero exit code, else 0.
 
     Commands run from the repository root, so `runs` and `data_root` are taken relative to it (or absolute).
     `sets` are extra train.py overrides (a run with any is not the protocol's, so never recorded); `threads` is
     passed to every step as `--threads`; `log` (an open file) receives the steps' output.
     """
-    run = os.path.join(REPO, runs, row.key)
+    name = run_name(row, seed)
+    run = os.path.join(REPO, runs, name)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
-    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, sets=sets):
+    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, sets=sets, seed=seed):
         if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
             argv = argv + ["--resume"]
         if threads is not None:
@@ -451,31 +594,34 @@ def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, sets: list,
         print("+", " ".join(argv) + (f"  (output: {log.name})" if log else ""), flush=True)
         code = subprocess.call(argv, cwd=REPO, stdout=log, stderr=log and subprocess.STDOUT)
         if code:
-            print(f"! {row.key}: exit code {code}", flush=True)
+            print(f"! {name}: exit code {code}", flush=True)
             return code
-    if runs_protocol(run, row, protocol):  # not after a smoke run (--set)
-        record = os.path.join(REPO, protocol.records, row.key)
-        record_row(run, record)
-        print(f"= {row.key}: recorded in {record}", flush=True)
+    if runs_protocol(run, row, protocol, seed):  # not after a smoke run (--set)
+        record = os.path.join(REPO, protocol.records, name)
+        record_row(run, record, protocol.eval_dirs)
+        print(f"= {name}: recorded in {record}", flush=True)
     return 0
 
 
-def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: list, jobs: int = 1) -> int:
-    """Run rows in order, `jobs` at a time; returns the first non-zero exit code, else 0.
+def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: list, jobs: int = 1,
+             seeds=None) -> int:
+    """Run rows in order, each with every seed (`seeds`, default the protocol's; all rows of a seed before the next
+    seed, so a table of one seed fills first), `jobs` at a time; returns the first non-zero exit code, else 0.
 
-    With jobs > 1 each row's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
-    work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<row>.log.
+    With jobs > 1 each run's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
+    work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<run>.log.
     """
+    todo = [(row, seed) for seed in (seeds or protocol.seeds) for row in rows]
     if jobs == 1:
-        for row in rows:
-            code = run_row(row, protocol, runs, data_root, sets)
+        for row, seed in todo:
+            code = run_row(row, protocol, runs, data_root, sets, seed=seed)
             if code:
                 return code
         return 0
     import threading
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, codes, lock = list(rows), [], threading.Lock()
+    pending, codes, lock = todo, [], threading.Lock()
     os.makedirs(os.path.join(REPO, runs), exist_ok=True)
 
     def lane():
@@ -483,17 +629,18 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: li
             with lock:
                 if not pending:
                     return
-                row = pending.pop(0)
+                row, seed = pending.pop(0)
+            name = run_name(row, seed)
             try:
-                with open(os.path.join(REPO, runs, f"{row.key}.log"), "a", encoding="utf-8") as log:
-                    code = run_row(row, protocol, runs, data_root, sets, threads=threads, log=log)
+                with open(os.path.join(REPO, runs, f"{name}.log"), "a", encoding="utf-8") as log:
+                    code = run_row(row, protocol, runs, data_root, sets, threads=threads, log=log, seed=seed)
             except OSError as exc:  # a lane must report, not die silently with its row
-                print(f"! {row.key}: {exc}", flush=True)
+                print(f"! {name}: {exc}", flush=True)
                 code = 1
             with lock:
                 codes.append(code)
 
-    workers = [threading.Thread(target=lane, daemon=True) for _ in range(min(jobs, len(rows)))]
+    workers = [threading.Thread(target=lane, daemon=True) for _ in range(min(jobs, len(todo)))]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -506,7 +653,8 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=["run", "status", "table"])
     parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)}, or all")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
-                        help="`run`: half (the paper's schedule, default) or short (1/5 schedule)")
+                        help="`run`: half (the paper's schedule, default), short (1/5 schedule) or official (half's "
+                             "schedule, scored on test.list, three seeds)")
     parser.add_argument("--runs", help="`run`: folder of the run folders (default runs/la_<protocol>)")
     parser.add_argument("--data-root", default=DEFAULT_ROOT, help=f"LA dataset root (default {DEFAULT_ROOT})")
     parser.add_argument("--output", default="docs/RESULTS.md", help="`table`: the Markdown file written")
@@ -515,6 +663,8 @@ def main(argv=None) -> int:
                              "which is never recorded)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="`run`: rows trained at once, each on cores // jobs threads (default 1)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="`run`: the seeds to run (default: every seed of the protocol; only protocols with seeds)")
     args = parser.parse_args(argv)
     if args.rows == ["all"]:
         args.rows = list(ROW_BY_KEY)
@@ -529,15 +679,20 @@ def main(argv=None) -> int:
             parser.error(f"--data-root {args.data_root}: not a folder (the LA release with train.list)")
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
+        if args.seeds and protocol.seeds == (None,):
+            parser.error(f"--seeds: protocol {protocol.key} has no seeds (its rows train with the config's seed); "
+                         f"protocols with seeds: {', '.join(p.key for p in PROTOCOLS.values() if p.seeds != (None,))}")
         return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
-                        args.set, args.jobs)
+                        args.set, args.jobs, seeds=args.seeds)
     if args.command == "status":
         for p in PROTOCOLS.values():
             for row in ROWS:
-                iterations = row_config(row, p).train.iterations
-                state, done = shown_state(os.path.join(REPO, p.records, row.key), os.path.join(REPO, p.runs, row.key),
-                                          iterations)
-                print(f"{p.key:6s} {row.key:12s} {_status(state, iterations)}" + (" (recorded)" if done else ""))
+                for seed in p.seeds:
+                    iterations = row_config(row, p, seed).train.iterations
+                    name = run_name(row, seed)
+                    state, done = shown_state(os.path.join(REPO, p.records, name), os.path.join(REPO, p.runs, name),
+                                              iterations, p.eval_dirs)
+                    print(f"{p.key:8s} {name:20s} {_status(state, iterations)}" + (" (recorded)" if done else ""))
         return 0
     for p in PROTOCOLS.values():  # a run finished outside `run` (or before records existed) gets its record now
         for key in record_finished(p, os.path.join(REPO, p.runs), os.path.join(REPO, p.records)):

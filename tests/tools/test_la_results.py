@@ -72,7 +72,7 @@ def test_only_runs_of_the_protocols_exact_config_are_recorded(tmp_path):
     _finished_run(runs / "vnet_16", vnet16, short, 99.0, **{"train.base_lr": "0.1"})  # an extra override: never
     assert la_results.record_finished(short, str(runs), str(records)) == ["vnet_8"]
     record = records / "vnet_8"
-    for name in la_results.RECORD_FILES:
+    for name in la_results.record_files():
         assert (record / name).read_bytes() == (runs / "vnet_8" / name).read_bytes()
     assert not (record / la_results.SCALARS).exists()  # no TensorBoard logs, no scalars
     assert not (records / "vnet_16").exists()
@@ -123,7 +123,63 @@ def test_table_reports_only_recorded_rows_and_shows_the_progress_of_the_others(t
     assert "| case | V-Net (8), half | SASSNet (8), short |" in text
     assert "| `P1OTI3IWJUIB5NRLULLH` | 81.25 | 77.50 |" in text and "| `UZUZZT2W9IUSHL6ASOX3` | – | – |" in text
     assert "python tools/la_results.py run sassnet_16 --protocol short" in text and "UZUZZT2W9IUSHL6ASOX3" in text
-    assert "--list test.list --nms --output runs/la_<protocol>/<row>/eval-test-nms" in text
+    assert "--list test.list --no-png --nms --output runs/la_official/vnet_8-seed1337/eval-test-nms" in text
+
+
+def _finished_seed(folder, row, seed, dice, dev_dice=50.0):
+    """A finished official-protocol run folder or record: test.list and development evaluations."""
+    official = la_results.PROTOCOLS["official"]
+    _finished_run(folder, row, official, dev_dice, **{"train.seed": seed})
+    for name, value in (("eval-test", dice), ("eval-test-nms", dice + 1.0)):
+        _write(folder / name / "summary.json", _summary(value))
+        (folder / name / "per_case.csv").write_text(f"case,dice\nA,{value / 100}\nB,{value / 100}\n")
+
+
+def test_official_table_gives_seed_means_and_compares_against_the_spread(tmp_path):
+    official = la_results.PROTOCOLS["official"]
+    records, runs = tmp_path / "records" / "la_official", tmp_path / "runs" / "la_official"
+    vnet16, sassnet16 = la_results.ROW_BY_KEY["vnet_16"], la_results.ROW_BY_KEY["sassnet_16"]
+    for seed, dice in ((1337, 80.0), (1338, 84.0)):
+        _finished_seed(records / f"vnet_16-seed{seed}", vnet16, seed, dice)
+    for seed, dice in ((1337, 88.0), (1338, 89.0), (1339, 90.0)):
+        _finished_seed(records / f"sassnet_16-seed{seed}", sassnet16, seed, dice)
+    _write(runs / "vnet_16-seed1339" / "run.json", {"status": "running", "iteration": 300, "train_seconds": 360})
+    # a finished V-Net (8) run trained with another seed than its folder says is never recorded
+    _finished_seed(runs / "vnet_8-seed1337", la_results.ROW_BY_KEY["vnet_8"], 1338, 66.6)
+    assert la_results.record_finished(official, str(runs), str(records)) == []
+    lines = la_results.seeds_section(official, str(records), str(runs))
+    text = "\n".join(lines)
+    test_table = text.split("### `test`\n")[1].split("###")[0]
+    assert "| V-Net | 16 | 0 | 2 | 82.00 ± 2.83 | 72.00 ± 2.83 | 2.50 ± 0.00 | 9.00 ± 0.00 | 86.03 |" in test_table
+    assert "| SASSNet | 16 | 64 | 3 | 89.00 ± 1.00 | 79.00 ± 1.00 |" in test_table
+    # +7.00 points; standard error sqrt(8 / 2 + 1 / 3) = 2.08: exceeds two of them
+    assert "SASSNet vs V-Net, 16 labeled: mean Dice +7.00 points (standard error 2.08 from the seeds; exceeds" in text
+    assert "SASSNet vs V-Net, 8 labeled: not both finished yet." in text
+    nms_table = text.split("### `test`, largest connected component kept")[1].split("###")[0]
+    assert "| V-Net | 16 | 0 | 2 | 83.00 ± 2.83 |" in nms_table
+    dev_table = text.split("### `la_eval10`\n")[1].split("###")[0]
+    assert "| SASSNet | 16 | 64 | 3 | 50.00 ± 0.00 |" in dev_table
+    seeds = text.split("### Every seed")[1]
+    assert "| V-Net (16) | 1339 | – | – | – | – | – | – | – | running: iteration 300 of 6000, 0.1 h so far |" in seeds
+    assert "| SASSNet (16) | 1338 | 89.00 | 79.00 | 2.50 | 9.00 | 89.00 | 90.00 | mixed_bfloat16 | done" in seeds
+    assert "| V-Net (8) | 1337 | – |" in seeds and "66.60" not in text and "completed: iteration 6000 of 6000" in seeds
+    assert la_results.exceeds_seed_spread([80.0, 84.0], [79.0, 85.0])[2] is False
+
+
+def test_official_runs_train_each_seed_in_its_own_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(la_results.subprocess, "call", lambda argv, cwd, stdout=None, stderr=None: calls.append(argv) or 0)
+    rows = [la_results.ROW_BY_KEY[k] for k in ("vnet_16", "sassnet_16")]
+    runs = str(tmp_path / "runs")
+    assert la_results.run_rows(rows, la_results.PROTOCOLS["official"], runs, "data/LA", [], seeds=[1338, 1339]) == 0
+    trainings = [argv for argv in calls if argv[1] == "train.py"]
+    outputs = [argv[argv.index("--output") + 1] for argv in trainings]
+    assert outputs == [f"{runs}/{key}-seed{seed}" for seed in (1338, 1339) for key in ("vnet_16", "sassnet_16")]
+    assert all(f"train.seed={out[-4:]}" in argv for argv, out in zip(trainings, outputs))
+    evaluations = [argv[argv.index("--list") + 1] for argv in calls if argv[1] == "-m"]
+    assert evaluations[:4] == ["test.list", "test.list", la_results.EVAL_LIST, la_results.EVAL_LIST]
+    with pytest.raises(SystemExit):
+        la_results.main(["run", "vnet_16", "--protocol", "half", "--seeds", "1338", "--data-root", "."])
 
 
 def test_unknown_row_is_refused(capsys):
