@@ -24,8 +24,13 @@ def cpu_model() -> str:
 
 
 def emit_report(report: dict, output: str | None) -> None:
-    """Prints `report` as indented JSON and, when `output` is given, writes the same text there."""
-    text = json.dumps({"cpu_model": cpu_model(), **report}, indent=2)
+    """Prints `report` as indented JSON and, when `output` is given, writes the same text there.
+
+    The environment variable BENCH_CONTEXT, when set, is written as "context": what else the machine was doing (for
+    example "background training paused with SIGSTOP"), which the load averages alone do not tell.
+    """
+    context = {"context": os.environ["BENCH_CONTEXT"]} if os.environ.get("BENCH_CONTEXT") else {}
+    text = json.dumps({"cpu_model": cpu_model(), **context, **report}, indent=2)
     print(text)
     if output:
         # Imported here: importing sassnet_tf sets TF_ENABLE_ONEDNN_OPTS, which bench_train's children must not inherit.
