@@ -18,6 +18,42 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the source, the key and what was expected."""
 
 
+# The shipped configs live inside the package, so a non-editable `pip install` has them too (`configs/` at the top of
+# the repository is a link to this folder).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# Label counts the paper's LA protocol defines (configs/la_<N>labeled.yaml), each with the reference's consistency.
+PROTOCOL_LABEL_COUNTS = (8, 16)
+
+
+def shipped_config(name: str) -> str:
+    """Path of a config shipped with the package; ConfigError when it is missing (a broken install), never a silent
+    fall-back to the built-in defaults."""
+    path = os.path.join(CONFIG_DIR, name)
+    if not os.path.isfile(path):
+        raise ConfigError(f"shipped config {name} not found in {CONFIG_DIR}: the sassnet-tf installation is "
+                          "incomplete (reinstall it), or give --config PATH")
+    return path
+
+
+def default_config(data_root: Optional[str], labeled: Optional[int]) -> tuple[str, str]:
+    """(path, why) of the config used when none is given.
+
+    Without a data root: the phantom demo. With one: the paper's LA protocol for `labeled` scans
+    (`la_<N>labeled.yaml`, N = 16 when not given). For a label count the paper does not define, the protocol of the
+    nearest defined count that is not below it is used, and the run's data.labeled is N: 8 for N <= 8 (consistency
+    0.015, the reference's for 8 labeled scans), else 16 (consistency 0.01). The reason is returned for the log.
+    """
+    if not data_root:
+        return shipped_config("phantom_demo.yaml"), "no --data-root: the built-in phantom demo"
+    labeled = 16 if labeled is None else labeled
+    if labeled in PROTOCOL_LABEL_COUNTS:
+        return shipped_config(f"la_{labeled}labeled.yaml"), f"the paper's LA protocol for {labeled} labeled scans"
+    nearest = next((n for n in PROTOCOL_LABEL_COUNTS if labeled <= n), PROTOCOL_LABEL_COUNTS[-1])
+    return (shipped_config(f"la_{nearest}labeled.yaml"),
+            f"the paper defines no protocol for {labeled} labeled scans: the one for {nearest} (its train.consistency "
+            f"and schedule) with data.labeled={labeled}; give --config to choose another")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     root: Optional[str] = None  # LA or NIfTI dataset root; None -> built-in phantom data

@@ -9,16 +9,6 @@ import sys
 import time
 from typing import Optional
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def default_config_path(data_root: Optional[str], labeled: Optional[int]) -> Optional[str]:
-    """The config used when --config is not given: the phantom demo without data, else the paper's LA protocol."""
-    name = "phantom_demo.yaml" if not data_root else f"la_{labeled or 16}labeled.yaml"
-    path = os.path.join(CONFIG_DIR, name)
-    return path if os.path.isfile(path) else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py", description=__doc__,
@@ -27,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeled", type=int, help="number of labeled cases: the first N of the train list (data.labeled)")
     p.add_argument("--data-root", help="LA (UA-MT h5) or NIfTI (MSD / nnU-Net) dataset root; omitted: built-in "
                                        "phantom data")
-    p.add_argument("--config", help="YAML config (default: configs/la_<N>labeled.yaml with data, "
-                                    "configs/phantom_demo.yaml without)")
+    p.add_argument("--config", help="YAML config (default: the shipped la_<N>labeled.yaml with data, N = 8 or 16 by "
+                                    "--labeled, phantom_demo.yaml without; configs/README.md)")
     p.add_argument("--output", help="run folder (default: runs/<config>-<time>)")
     p.add_argument("--iterations", type=int, help="train.iterations")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
@@ -48,7 +38,7 @@ def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sassnet_tf.config import ConfigError, load_config, parse_overrides
+    from sassnet_tf.config import ConfigError, default_config, load_config, parse_overrides
     from sassnet_tf.data.errors import DataError
     from sassnet_tf.training.checkpoint_store import CheckpointStoreError
     from sassnet_tf.training.run_dir import RunDir, RunDirError
@@ -59,16 +49,19 @@ def main(argv: Optional[list] = None) -> int:
         flags = {"data.root": args.data_root, "data.labeled": args.labeled, "train.iterations": args.iterations,
                  "train.precision": args.precision, "train.seed": args.seed, "train.mode": args.mode}
         overrides.update({k: v for k, v in flags.items() if v is not None})
+        why = "--config"
         if args.resume and args.config is None and args.output and RunDir(args.output).exists():
-            config_path = RunDir(args.output).config_path  # resume with the run's own config
+            config_path, why = RunDir(args.output).config_path, "the run's own"  # resume with the run's config
+        elif args.config:
+            config_path = args.config
         else:
-            config_path = args.config or default_config_path(args.data_root, args.labeled)
+            config_path, why = default_config(args.data_root, args.labeled)
         config = load_config(config_path, overrides)
         output = args.output
         if output is None:
             if args.resume:
                 raise ConfigError("--resume needs --output RUN_DIR")
-            name = os.path.splitext(os.path.basename(config_path))[0] if config_path else "sassnet"
+            name = os.path.splitext(os.path.basename(config_path))[0]
             output = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.threads is not None:
             try:
@@ -77,7 +70,7 @@ def main(argv: Optional[list] = None) -> int:
                 raise ConfigError(f"--threads: {exc}") from None
         from sassnet_tf.training.trainer import Trainer, TrainingDiverged
 
-        logging.getLogger("sassnet_tf").info("config %s; output %s", config_path or "<defaults>", output)
+        logging.getLogger("sassnet_tf").info("config %s (%s); output %s", config_path, why, output)
         state = Trainer(config, output, resume=args.resume, progress=not args.no_progress).fit()
     except (ConfigError, DataError, RunDirError, CheckpointStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -67,3 +67,41 @@ def test_every_key_documented():
     doc = (REPO / "configs" / "README.md").read_text()
     missing = [k for k in valid_keys() if f"`{k}`" not in doc]
     assert not missing, f"configs/README.md does not document {missing}"
+
+
+@pytest.mark.parametrize("data_root, labeled, name, labeled_in_run, consistency, why", [
+    (None, None, "phantom_demo.yaml", None, None, "phantom demo"),
+    (None, 8, "phantom_demo.yaml", None, None, "phantom demo"),
+    ("LA", None, "la_16labeled.yaml", 16, 0.01, "protocol for 16 labeled"),
+    ("LA", 16, "la_16labeled.yaml", 16, 0.01, "protocol for 16 labeled"),
+    ("LA", 8, "la_8labeled.yaml", 8, 0.015, "protocol for 8 labeled"),
+    ("LA", 2, "la_8labeled.yaml", 2, 0.015, "no protocol for 2 labeled scans: the one for 8"),
+    ("LA", 12, "la_16labeled.yaml", 12, 0.01, "no protocol for 12 labeled scans: the one for 16"),
+    ("LA", 40, "la_16labeled.yaml", 40, 0.01, "no protocol for 40 labeled scans: the one for 16"),
+])
+def test_the_default_config_follows_a_stated_rule(data_root, labeled, name, labeled_in_run, consistency, why):
+    from sassnet_tf.config import default_config
+
+    path, reason = default_config(data_root, labeled)
+    assert pathlib.Path(path).name == name and why in reason
+    if labeled_in_run is not None:  # what train.py then trains: the file plus --labeled
+        config = load_config(path, {"data.labeled": labeled_in_run})
+        assert config.data.labeled == labeled_in_run and config.train.consistency == consistency
+
+
+def test_a_missing_shipped_config_is_an_error_not_the_defaults(monkeypatch, tmp_path):
+    import sassnet_tf.config as config_module
+
+    monkeypatch.setattr(config_module, "CONFIG_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="installation is incomplete"):
+        config_module.default_config("LA", 8)
+
+
+def test_the_shipped_configs_are_in_the_package_and_the_repository_link():
+    from sassnet_tf.config import CONFIG_DIR
+
+    shipped = pathlib.Path(CONFIG_DIR)
+    assert shipped.parent.name == "sassnet_tf" and (shipped / "README.md").is_file()
+    assert (REPO / "configs").resolve() == shipped.resolve()  # configs/ at the top is the same folder
+    for path in shipped.glob("*.yaml"):
+        load_config(str(path))  # every shipped config is valid

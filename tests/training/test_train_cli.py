@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from sassnet_tf.config import load_config
 from sassnet_tf.train import main
 from tests.training.tiny_la import TINY, write_tiny_la
 
@@ -33,6 +34,9 @@ def test_run_folder_contents(data_root, tmp_path):
     for name in ("vnet_best", "vnet_last", "discriminator_last"):
         assert (out / "weights" / f"{name}.weights.h5").is_file()
     assert (out / "config.yaml").is_file() and any((out / "checkpoints").iterdir())
+    # --labeled 2 has no config of its own: the 8-label protocol's (consistency 0.015), with 2 labeled scans
+    saved = load_config(str(out / "config.yaml"))
+    assert saved.data.labeled == 2 and saved.train.consistency == 0.015 and saved.train.mode == "sassnet"
     events = list((out / "logs").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     # an existing run is never overwritten without --resume
