@@ -41,6 +41,7 @@ def main(argv: Optional[list] = None) -> int:
     from sassnet_tf.config import ConfigError, default_config, load_config, parse_overrides
     from sassnet_tf.data.errors import DataError
     from sassnet_tf.training.checkpoint_store import CheckpointStoreError
+    from sassnet_tf.training.errors import TrainingDiverged, TrainingInterrupted
     from sassnet_tf.training.run_dir import RunDir, RunDirError
     from sassnet_tf.utils.runtime import set_cpu_threads
 
@@ -68,7 +69,7 @@ def main(argv: Optional[list] = None) -> int:
                 set_cpu_threads(args.threads)
             except ValueError as exc:
                 raise ConfigError(f"--threads: {exc}") from None
-        from sassnet_tf.training.trainer import Trainer, TrainingDiverged
+        from sassnet_tf.training.trainer import Trainer
 
         logging.getLogger("sassnet_tf").info("config %s (%s); output %s", config_path, why, output)
         state = Trainer(config, output, resume=args.resume, progress=not args.no_progress).fit()
@@ -78,6 +79,12 @@ def main(argv: Optional[list] = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as exc:  # SIGINT / SIGTERM during training: checkpointed, resumable
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing was trained
+        print("interrupted before the first iteration (Ctrl-C)", file=sys.stderr)
+        return 130
     best = state.get("best") or {}
     print(f"done: {output} (iteration {state.get('iteration')}, status {state.get('status')}"
           + (f", best validation Dice {best['dice']:.4f} at {best['iteration']}" if best else "") + ")")

@@ -19,16 +19,14 @@ from sassnet_tf.training.distribution import is_chief, make_strategy, per_replic
 from sassnet_tf.training.precision import apply_precision
 from sassnet_tf.training.run_dir import RunDir, save_weights_atomic
 from sassnet_tf.training.sassnet import SASSNet, patch_dice
+from sassnet_tf.training.errors import TrainingDiverged, TrainingInterrupted
+from sassnet_tf.training.stop_request import StopRequest
 from sassnet_tf.training.torch_sgd import TorchSGD
 
 log = logging.getLogger("sassnet_tf")
 
 # Tests set this to kill the process (SIGKILL, no clean-up) right after an iteration, to prove --resume.
 _KILL_AT = os.environ.get("SASSNET_TF_TEST_KILL_AT_ITERATION")
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or Inf; the run stopped and its last good checkpoint is kept."""
 
 
 def resolve_data_root(config: Config) -> tuple[str, str]:
@@ -216,10 +214,24 @@ class Trainer:
         bar = keras.utils.Progbar(t.iterations, stateful_metrics=None, verbose=1 if self.progress else 0)
         bar.update(start)
         best = (state.get("best") or {}).get("dice", -math.inf)
-        last_good = start
         t0 = time.time()
         # Wall time of earlier sessions, as saved with the checkpoint this session resumed from.
         self._seconds_before, self._session_start = float(state.get("train_seconds") or 0.0), t0
+        with StopRequest() as stop:
+            iteration = self._loop(start, train_fn, iterator, writer, val_ds, image_batch, bar, best, state, stop)
+        writer.flush()
+        state.update(status="completed", iteration=iteration, train_seconds=self._train_seconds(),
+                     seconds_per_iteration=(time.time() - t0) / max(1, iteration - start))
+        if self.chief:
+            self.run.write_state(state)
+        return state
+
+    def _loop(self, start, train_fn, iterator, writer, val_ds, image_batch, bar, best, state, stop) -> int:
+        """Iterations start + 1 .. train.iterations; returns the last. Raises TrainingDiverged on a non-finite loss
+        and TrainingInterrupted, after a checkpoint, when `stop` saw SIGINT or SIGTERM."""
+        t = self.config.train
+        t0 = self._session_start
+        last_good = start
         iteration = start
         for iteration in range(start + 1, t.iterations + 1):
             logs = {k: float(v) for k, v in train_fn(iterator).items()}
@@ -257,9 +269,18 @@ class Trainer:
                 last_good = iteration
             if _KILL_AT and iteration == int(_KILL_AT):
                 os.kill(os.getpid(), signal.SIGKILL)  # testing hook: a hard kill, as by the OOM killer
+            if stop.signum is not None:
+                self._interrupt(iteration, last_good, writer, state, stop.signum)
+        return iteration
+
+    def _interrupt(self, iteration: int, last_saved: int, writer, state: dict, signum: int) -> None:
+        """Checkpoint `iteration` (unless just saved), mark the run interrupted and raise TrainingInterrupted."""
         writer.flush()
-        state.update(status="completed", iteration=iteration, train_seconds=self._train_seconds(),
-                     seconds_per_iteration=(time.time() - t0) / max(1, iteration - start))
+        if last_saved != iteration:
+            self._save(iteration, state)
+        state.update(status="interrupted", iteration=iteration, train_seconds=self._train_seconds())
         if self.chief:
             self.run.write_state(state)
-        return state
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} after iteration {iteration} of {self.config.train.iterations}; "
+            f"checkpoint saved. Continue with: python train.py --output {self.run.path} --resume", signum)

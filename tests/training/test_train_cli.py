@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -68,6 +70,27 @@ def _weights(path):
     return out
 
 
+def _assert_same_final_weights(a_run, b_run):
+    for name in ("vnet_last", "discriminator_last"):
+        a = _weights(a_run / "weights" / f"{name}.weights.h5")
+        b = _weights(b_run / "weights" / f"{name}.weights.h5")
+        assert a and [n for n, _ in a] == [n for n, _ in b]
+        for (n, x), (_, y) in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {n}")
+
+
+SIGNAL_RUN_ITERATIONS = 30
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_root, tmp_path_factory):
+    """An uninterrupted run of SIGNAL_RUN_ITERATIONS iterations, the reference for the interrupted ones."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    r = _run(train_args(data_root, out, "--iterations", str(SIGNAL_RUN_ITERATIONS)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
 def test_killed_run_resumes_to_the_same_state(data_root, tmp_path):
     straight = tmp_path / "straight"
     killed = tmp_path / "killed"
@@ -78,12 +101,64 @@ def test_killed_run_resumes_to_the_same_state(data_root, tmp_path):
     assert json.loads((killed / "run.json").read_text())["iteration"] == 2
     r = _run(train_args(data_root, killed, "--iterations", "6", "--resume"))
     assert r.returncode == 0, r.stderr[-2000:]
-    a = _weights(straight / "weights" / "vnet_last.weights.h5")
-    b = _weights(killed / "weights" / "vnet_last.weights.h5")
-    assert [n for n, _ in a] == [n for n, _ in b]
-    for (name, x), (_, y) in zip(a, b):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=name)
-    for name in ("discriminator_last",):
-        for (n, x), (_, y) in zip(_weights(straight / "weights" / f"{name}.weights.h5"),
-                                  _weights(killed / "weights" / f"{name}.weights.h5")):
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=n)
+    _assert_same_final_weights(straight, killed)
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", "sassnet_tf.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_training(proc, run, timeout=300):
+    """Until the run's first checkpoint exists (the loop is running); fails if the process ended first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before it was signalled: {proc.communicate()[1][-2000:]}")
+        try:
+            if json.loads((run / "run.json").read_text()).get("iteration", 0) >= 2:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("training did not reach iteration 2")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_iteration_and_resumes_to_the_same_state(sig, data_root, straight_run, tmp_path):
+    """Ctrl-C (SIGINT) or SIGTERM mid-run: a checkpoint of the current iteration, run.json "interrupted", one line
+    on how to resume, exit 128 + signal; --resume then ends where an uninterrupted run ends."""
+    out = tmp_path / "run"
+    proc = _start(train_args(data_root, out, "--iterations", str(SIGNAL_RUN_ITERATIONS)))
+    _wait_until_training(proc, out)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    state = json.loads((out / "run.json").read_text())
+    stopped = state["iteration"]
+    assert state["status"] == "interrupted" and 2 <= stopped < SIGNAL_RUN_ITERATIONS
+    assert (out / "checkpoints" / f"ckpt-{stopped:07d}.npz").is_file()
+    assert "Traceback" not in err
+    assert (f"stopped by {signal.Signals(sig).name} after iteration {stopped} of {SIGNAL_RUN_ITERATIONS}; "
+            f"checkpoint saved. Continue with: python train.py --output {out} --resume") in err
+    r = _run(train_args(data_root, out, "--iterations", str(SIGNAL_RUN_ITERATIONS), "--resume"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+    _assert_same_final_weights(straight_run, out)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(data_root, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(train_args(data_root, out, "--iterations", "400"))
+    _wait_until_training(proc, out)
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stderr:  # the first one is acknowledged ...
+        if "SIGINT received: stopping after this iteration" in line:
+            break
+    proc.send_signal(signal.SIGINT)  # ... and the second ends the process by the signal itself
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT
+    state = json.loads((out / "run.json").read_text())
+    assert (out / "checkpoints" / f"ckpt-{state['iteration']:07d}.npz").is_file()
+    r = _run(train_args(data_root, out, "--iterations", str(state["iteration"] + 2), "--resume"))
+    assert r.returncode == 0, r.stderr[-2000:]
