@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from typing import Optional
@@ -40,6 +41,7 @@ class RunDir:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(os.fspath(path))
+        self._created = None  # by `prepare` of a new run: whether it created the folder itself
 
     # paths
     config_path = property(lambda self: os.path.join(self.path, CONFIG))
@@ -73,10 +75,12 @@ class RunDir:
         with open(self.config_path, encoding="utf-8") as fh:
             return from_dict(yaml.safe_load(fh) or {}, self.config_path)
 
-    def prepare(self, config: Config, resume: bool) -> dict:
-        """Create a new run folder or reopen one to resume; refuse to overwrite a different run.
+    def check(self, config: Config, resume: bool) -> Optional[Config]:
+        """Refuse, before anything is written, an output that `prepare` could not use; returns the saved config
+        when resuming.
 
-        Returns the run state (run.json contents).
+        New run: the folder must not hold a run, must be empty if it exists, and must be creatable (no regular file on
+        the path, a writable parent). Resume: a run must be there, with the same config (train.iterations aside).
         """
         if resume:
             if not self.exists():
@@ -88,18 +92,38 @@ class RunDir:
                     f"{self.path}: --resume with a different config ({'; '.join(diff)}). Only train.iterations may "
                     "change on resume; start a new run in another --output folder instead"
                 )
-            state = self.read_state()
-            if config.train.iterations != saved.train.iterations:
-                save_config(config, self.config_path)
-                state["config_sha"] = config_sha(config)
-            return state
+            return saved
         if self.exists():
             raise RunDirError(
                 f"{self.path}: already holds a run ({RUN_JSON} / {CONFIG}); refusing to overwrite it. "
                 "Pass --resume to continue it, or choose another --output"
             )
-        if os.path.isdir(self.path) and os.listdir(self.path):
-            raise RunDirError(f"{self.path}: exists and is not empty; choose an empty or new --output folder")
+        if os.path.isdir(self.path):
+            if os.listdir(self.path):
+                raise RunDirError(f"{self.path}: exists and is not empty; choose an empty or new --output folder")
+            return None
+        parent = self.path  # the path itself (a file?) or its nearest existing ancestor must be a writable folder
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise RunDirError(f"{self.path}: cannot create the run folder: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunDirError(f"{self.path}: cannot create the run folder: {parent} is not writable")
+        return None
+
+    def prepare(self, config: Config, resume: bool) -> dict:
+        """Create a new run folder or reopen one to resume; refuse to overwrite a different run (`check`).
+
+        Returns the run state (run.json contents).
+        """
+        saved = self.check(config, resume)
+        if resume:
+            state = self.read_state()
+            if config.train.iterations != saved.train.iterations:
+                save_config(config, self.config_path)
+                state["config_sha"] = config_sha(config)
+            return state
+        self._created = not os.path.isdir(self.path)
         for folder in (self.path, self.logs, self.checkpoints, self.weights):
             os.makedirs(folder, exist_ok=True)
         save_config(config, self.config_path)
@@ -107,6 +131,23 @@ class RunDir:
                  "status": "running", "best": None}
         self.write_state(state)
         return state
+
+    def discard_new(self) -> bool:
+        """Remove what `prepare` created for a new run that never reached a checkpoint (iteration 0), so a failed
+        start does not block the same --output; the folder itself stays if it existed (empty) before. Returns
+        whether anything was removed."""
+        if self._created is None or self.read_state().get("iteration", 0) != 0:
+            return False
+        if self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return True
+        for name in os.listdir(self.path):
+            target = os.path.join(self.path, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.remove(target)
+        return True
 
 
 def _comparable(config: Config) -> dict:

@@ -189,10 +189,23 @@ class Trainer:
     def fit(self) -> dict:
         """Train until `train.iterations`; return the final run state (run.json)."""
         t = self.config.train
-        state = self.run.prepare(self.config, self.resume) if self.chief else {}
+        if self.chief:  # refuse a bad --output before the (slow) data loading, and write nothing before the data
+            self.run.check(self.config, self.resume)  # loaded: a typo in --data-root leaves no run folder behind
         precision = apply_precision(t.precision)
         keras.utils.set_random_seed(t.seed)
         self._load_data()
+        state = self.run.prepare(self.config, self.resume) if self.chief else {}
+        try:
+            return self._fit(state, precision)
+        except BaseException:
+            # A new run that fails or is stopped before its first checkpoint leaves nothing to resume: remove it,
+            # so the same --output can be used again (with a corrected config, too).
+            if self.chief and self.run.discard_new():
+                log.warning("%s: removed the new run folder, which never reached a checkpoint", self.run.path)
+            raise
+
+    def _fit(self, state: dict, precision: str) -> dict:
+        t = self.config.train
         self._build()
         if self.resume:
             latest = self.store.latest()
@@ -240,10 +253,11 @@ class Trainer:
                 state.update(status="diverged", iteration=last_good)
                 if self.chief:
                     self.run.write_state(state)
+                advice = "lower train.base_lr or use --precision float32"
                 raise TrainingDiverged(
-                    f"iteration {iteration}: non-finite {', '.join(bad)} ({logs}); stopped. The last good checkpoint "
-                    f"(iteration {last_good}) is kept in {self.run.checkpoints}; lower train.base_lr or use "
-                    "--precision float32, then --resume")
+                    f"iteration {iteration}: non-finite {', '.join(bad)} ({logs}); stopped. " + (
+                        f"The last good checkpoint (iteration {last_good}) is kept in {self.run.checkpoints}; "
+                        f"{advice}, then --resume" if last_good else f"No checkpoint was reached; {advice}"))
             if self.progress:
                 bar.update(iteration, [(k, v) for k, v in logs.items() if k in ("loss", "dice_loss", "d_loss")])
             if iteration % t.log_every == 0 or iteration == t.iterations:

@@ -162,3 +162,27 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(data_root, 
     assert (out / "checkpoints" / f"ckpt-{state['iteration']:07d}.npz").is_file()
     r = _run(train_args(data_root, out, "--iterations", str(state["iteration"] + 2), "--resume"))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_rerun(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    # a typo in --data-root: refused before anything is written
+    assert main(train_args(str(tmp_path / "no_such_root"), out, "--iterations", "2")) == 2
+    assert "no_such_root" in capsys.readouterr().err and not out.exists()
+    # diverging before the first checkpoint: nothing to resume, so the new folder is removed
+    assert main(train_args(data_root, out, "--iterations", "4", "train.base_lr=1e30")) == 3
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "No checkpoint was reached" in err and not out.exists()
+    # the corrected rerun into the same --output
+    assert main(train_args(data_root, out, "--iterations", "2")) == 0
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
+def test_an_output_that_cannot_be_a_folder_is_a_clear_error(data_root, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(train_args(data_root, blocker / "run", "--iterations", "2")) == 2
+    assert f"{blocker} is a file, not a folder" in capsys.readouterr().err
+    assert main(train_args(data_root, blocker, "--iterations", "2")) == 2
+    assert f"{blocker}: cannot create the run folder: {blocker} is a file" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
