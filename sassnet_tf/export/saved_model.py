@@ -13,6 +13,7 @@ never sees a half-written version. An existing version is never overwritten.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, Optional, Sequence
 
@@ -22,7 +23,9 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from sassnet_tf.export.errors import ExportError
 from sassnet_tf.export.segmentation_module import SegmentationModule
 from sassnet_tf.export.versions import existing_versions, next_version, prepare_base_path, resolve_version
-from sassnet_tf.utils.atomic import atomic_dir
+from sassnet_tf.utils.atomic import atomic_dir, remove_stale_temporaries
+
+log = logging.getLogger("sassnet_tf")
 
 ASSETS_EXTRA = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -92,6 +95,8 @@ def save_module(module: SegmentationModule, base_path: str, version: Optional[in
         the version folder's absolute path.
     """
     base = prepare_base_path(base_path)
+    for path in remove_stale_temporaries(base):  # a version folder half-written by a killed export
+        log.info("removed %s, left by an export that was killed while writing", path)
     target = os.path.join(base, str(resolve_version(base, version)))
     try:
         with atomic_dir(target) as tmp:

@@ -12,6 +12,7 @@ Layout (docs/DESIGN.md)::
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import shutil
@@ -22,7 +23,9 @@ from typing import Optional
 import yaml
 
 from sassnet_tf.config import Config, ConfigError, from_dict, save_config
-from sassnet_tf.utils.atomic import atomic_path, atomic_write_text
+from sassnet_tf.utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+
+log = logging.getLogger("sassnet_tf")
 
 CONFIG = "config.yaml"
 RUN_JSON = "run.json"
@@ -118,6 +121,9 @@ class RunDir:
         """
         saved = self.check(config, resume)
         if resume:
+            for folder in (self.path, self.checkpoints, self.weights):  # left by a process killed while writing
+                for path in remove_stale_temporaries(folder):
+                    log.info("removed %s, a temporary file of an earlier, killed process", path)
             state = self.read_state()
             if config.train.iterations != saved.train.iterations:
                 save_config(config, self.config_path)

@@ -103,3 +103,25 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
         saved_model.export_saved_model(None, str(base), patch_size=(32, 32, 16), stride=(16, 16, 8), threshold=0.5,
                                        gaussian=False, batch_size=2, preprocessing=None, config=None)
     assert os.listdir(base) == []
+
+
+def test_an_export_removes_what_a_killed_export_left_and_keeps_live_ones(tmp_path, monkeypatch):
+    import sassnet_tf.export.saved_model as saved_model
+    from tests.utils.test_atomic import dead_pid
+
+    class StubModule:  # the version folder's bookkeeping, not the tracing, is under test
+        metadata_json = "{}"
+
+        def signatures(self):
+            return {}
+
+    monkeypatch.setattr(tf.saved_model, "save", lambda module, folder, signatures=None: open(
+        os.path.join(folder, "saved_model.pb"), "wb").close())
+    base = tmp_path / "sassnet"
+    stale = base / f".1.{dead_pid()}.abcdefgh.tmp"  # SIGKILL while writing version 1
+    (stale / "variables").mkdir(parents=True)
+    live = base / f".2.{os.getpid()}.hgfedcba.tmp"  # an export writing right now
+    live.mkdir()
+    path = saved_model.save_module(StubModule(), str(base), warmup=False)
+    assert os.path.basename(path) == "1" and existing_versions(str(base)) == [1]
+    assert not stale.exists() and live.exists()

@@ -99,8 +99,18 @@ def test_killed_run_resumes_to_the_same_state(data_root, tmp_path):
     r = _run(train_args(data_root, killed, "--iterations", "6"), env={"SASSNET_TF_TEST_KILL_AT_ITERATION": "3"})
     assert r.returncode != 0  # SIGKILL after iteration 3; the newest checkpoint is iteration 2
     assert json.loads((killed / "run.json").read_text())["iteration"] == 2
+    # what a kill in the middle of a write leaves (the writer's pid is gone): removed on resume, never loaded
+    from tests.utils.test_atomic import dead_pid
+
+    pid = dead_pid()
+    stale = [killed / "checkpoints" / f".ckpt-0000004.npz.{pid}.abcdefgh.tmp.npz",
+             killed / "checkpoints" / f".latest.{pid}.abcdefgh.tmp", killed / f".run.json.{pid}.abcdefgh.tmp",
+             killed / "weights" / f".vnet_last.weights.h5.{pid}.abcdefgh.tmp.weights.h5"]
+    for path in stale:
+        path.write_bytes(b"half written")
     r = _run(train_args(data_root, killed, "--iterations", "6", "--resume"))
     assert r.returncode == 0, r.stderr[-2000:]
+    assert not any(path.exists() for path in stale)
     _assert_same_final_weights(straight, killed)
 
 
