@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Iterable, Mapping
 
 import grpc
@@ -42,6 +43,23 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)
     raise ValueError(f"{pb_path}: no MetaGraph tagged '{SERVE_TAG}'")
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_GRAPH_NODE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]")
+
+
+def op_error_status(err: Exception) -> tuple:
+    """(grpc.StatusCode, message) for an exception raised while running a signature.
+
+    A ``tf.errors.OpError`` carries TensorFlow's canonical code (the same numbers as gRPC's), which TensorFlow
+    Serving returns as the request's status; its message loses the graph-node references (``[[{{node ...}}]]``)
+    that mean nothing to a client. Anything else is INTERNAL.
+    """
+    if isinstance(err, tf.errors.OpError):
+        code = _GRPC_CODES.get(err.error_code, grpc.StatusCode.INTERNAL)
+        return (grpc.StatusCode.INTERNAL if code == grpc.StatusCode.OK else code), _GRAPH_NODE.sub("", err.message).strip()
+    return grpc.StatusCode.INTERNAL, str(err).strip()
 
 
 class Servable:
@@ -142,12 +160,15 @@ class Servable:
         }
         try:
             outputs = self._functions[signature_name](**tensors)
-        except Exception as err:  # any failure inside the model is the server's, not the request's
-            message = err.message if isinstance(err, tf.errors.OpError) else str(err)
+        except Exception as err:
+            # TensorFlow's own status is the answer, as in TensorFlow Serving: a failed assertion on the request's
+            # values (an empty axis, NaN) is INVALID_ARGUMENT, an allocation failure RESOURCE_EXHAUSTED; any other
+            # failure is the server's (INTERNAL).
+            code, message = op_error_status(err)
             raise ServingError(
-                grpc.StatusCode.INTERNAL,
+                code,
                 f"model '{self.model}' version {self.version}, signature '{signature_name}' failed: "
-                f"{type(err).__name__}: {message.strip()}",
+                f"{type(err).__name__}: {message}",
             ) from None
         names = wanted or list(outputs)
         # np.asarray: a scalar string tensor gives bytes from .numpy(), not an array.

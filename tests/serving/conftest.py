@@ -53,7 +53,8 @@ class ToySegmenter(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="values")])
     def checked(self, values):
-        # A signature that fails at run time for values >= 100: the server must answer INTERNAL and keep serving.
+        # A signature that fails at run time for values >= 100: TensorFlow's InvalidArgumentError, which the server
+        # answers as INVALID_ARGUMENT (as TensorFlow Serving does) and keeps serving.
         tf.debugging.assert_less(values, tf.constant(100.0), message="values must stay below 100")
         return {"doubled": 2.0 * values}
 

@@ -74,3 +74,43 @@ def test_exported_model_served_and_segmented(exported_base, tmp_path, caplog):
     np.testing.assert_allclose(mask.affine, affine)
     np.testing.assert_array_equal(np.asarray(mask.dataobj), reference["label"])
     assert json.loads(json.dumps(meta))["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("shape", [(0, 48, 32), (48, 48, 0)])
+def test_a_zero_size_volume_is_invalid_argument_and_the_server_keeps_serving(exported_base, shape):
+    """The exported graph asserts every axis has a voxel: TensorFlow's InvalidArgumentError is the request's fault,
+    INVALID_ARGUMENT over gRPC and 400 over REST, with the message and the shape, never INTERNAL with a graph dump."""
+    import urllib.error
+    import urllib.request
+
+    from tensorflow_serving.apis import predict_pb2
+
+    good = np.zeros((32, 32, 16), np.float32)
+    with LocalModelServer(exported_base, port=0, rest_port=0, poll_seconds=0) as server:
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def predict(image):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "sassnet"
+            request.inputs["image"].CopyFrom(tf.make_tensor_proto(image))
+            return stub.Predict(request, timeout=60)
+
+        with pytest.raises(grpc.RpcError) as info:
+            predict(np.zeros(shape, np.float32))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        details = info.value.details()
+        assert "every axis needs at least one voxel" in details and " ".join(map(str, shape)) in details
+        assert "{{node" not in details
+        assert predict(good).outputs["label"].tensor_shape.dim[0].size == 32  # still serving
+
+        # JSON nests lists, so an empty axis can only be the last one ([] at the top would be rank 1)
+        body = json.dumps({"inputs": {"image": np.zeros((*shape[1:], 0) if not shape[0] else shape).tolist()}})
+        request = urllib.request.Request(f"{server.rest_url}/v1/models/sassnet:predict", data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as http:
+            urllib.request.urlopen(request, timeout=60)
+        assert http.value.code == 400
+        assert "every axis needs at least one voxel" in json.loads(http.value.read())["error"]
+        assert predict(good).outputs["probability"].tensor_shape.dim[2].size == 16
+        channel.close()

@@ -174,9 +174,10 @@ def test_bad_requests_interleaved_with_good_ones(stubs, rng):
         (predict_request({"image": image, "extra": image}), grpc.StatusCode.INVALID_ARGUMENT, ["unexpected", "extra"]),
         (predict_request({"picture": image}), grpc.StatusCode.INVALID_ARGUMENT, ["picture", "image"]),
         (predict_request({"image": image}, model=""), grpc.StatusCode.INVALID_ARGUMENT, ["model_spec.name"]),
+        # a failed assertion on the request's values is TensorFlow's InvalidArgumentError: the request's fault
         (predict_request({"values": np.array([1.0, 250.0], np.float32)}, signature="checked"),
-         grpc.StatusCode.INTERNAL, ["below 100"]),
-        (predict_request({"format": "xml"}, signature="metadata"), grpc.StatusCode.INTERNAL, ["json"]),
+         grpc.StatusCode.INVALID_ARGUMENT, ["below 100"]),
+        (predict_request({"format": "xml"}, signature="metadata"), grpc.StatusCode.INVALID_ARGUMENT, ["json"]),
     ]
     truncated = predict_request({"image": image})
     truncated.inputs["image"].tensor_content = truncated.inputs["image"].tensor_content[:-4]
@@ -342,3 +343,20 @@ def test_main_rejects_a_missing_base_path(tmp_path, capsys):
         main(["--model-base-path", str(tmp_path / "absent"), "--port", str(free_port())])
     assert info.value.code == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (tf.errors.InvalidArgumentError(None, None, "assertion failed: [x]\n\t [[{{node assert/Assert}}]]"),
+     grpc.StatusCode.INVALID_ARGUMENT, "assertion failed: [x]"),
+    (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"), grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "OOM when allocating"),
+    (tf.errors.OutOfRangeError(None, None, "end"), grpc.StatusCode.OUT_OF_RANGE, "end"),
+    (tf.errors.UnimplementedError(None, None, "no kernel"), grpc.StatusCode.UNIMPLEMENTED, "no kernel"),
+    (tf.errors.InternalError(None, None, "broken"), grpc.StatusCode.INTERNAL, "broken"),
+    (tf.errors.UnknownError(None, None, "odd"), grpc.StatusCode.UNKNOWN, "odd"),
+    (ValueError("not a TensorFlow error"), grpc.StatusCode.INTERNAL, "not a TensorFlow error"),
+])
+def test_tensorflow_errors_map_to_tensorflow_serving_status_codes(error, code, message):
+    from sassnet_tf.serving.servable import op_error_status
+
+    assert op_error_status(error) == (code, message)
