@@ -169,9 +169,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         LOG.debug("rest %s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: Optional[dict] = None) -> None:
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -187,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             expected = "POST" if action.startswith(":") else "GET"
             if method != expected:
                 self.close_connection = True
-                self._send(405, {"error": f"{method} not allowed on {self.path}; use {expected}"})
+                self._send(405, {"error": f"{method} not allowed on {self.path}; use {expected}"}, {"Allow": expected})
                 return
             version = int(match.group("version")) if match.group("version") else None
             payload = gateway.handle(match.group("name"), version, match.group("label") or "", action, self)
@@ -205,6 +207,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._route("POST")
+
+    # Methods no route takes: a JSON 405 (404 for an unknown path) like every other error, not http.server's HTML 501.
+    def do_PUT(self) -> None:  # noqa: N802
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._route("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._route("PATCH")
 
     def read_json_body(self, max_bytes: int) -> Any:
         length = self.headers.get("Content-Length")

@@ -115,6 +115,21 @@ def test_bad_rest_requests_then_a_good_one(server, rng, path, body, raw, http_st
     assert_good_predict(server, rng)
 
 
+@pytest.mark.parametrize("method, path, status, allow", [
+    ("GET", "/v1/models/sassnet:predict", 405, "POST"), ("PUT", "/v1/models/sassnet:predict", 405, "POST"),
+    ("DELETE", "/v1/models/sassnet", 405, "GET"), ("PATCH", "/v1/models/sassnet/metadata", 405, "GET"),
+    ("DELETE", "/nothing/here", 404, None),
+])
+def test_every_other_method_is_a_json_error(server, rng, method, path, status, allow):
+    request = urllib.request.Request(server.rest_url + path, method=method, data=b"{}" if method != "GET" else None)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == status and info.value.headers.get("Allow") == allow
+    assert info.value.headers["Content-Type"] == "application/json"
+    assert method in json.loads(info.value.read())["error"]
+    assert_good_predict(server, rng)
+
+
 def test_wrong_method_and_oversized_body(server, rng):
     request = urllib.request.Request(server.rest_url + "/v1/models/sassnet:predict", method="GET")
     with pytest.raises(urllib.error.HTTPError) as info:
