@@ -140,7 +140,9 @@ def write_nifti(path: str, array: np.ndarray, affine: np.ndarray, header=None) -
         path: target file; its extension picks compression.
         array: 3-D (or 4-D) array; bool is stored as uint8 and int64 as int32 (NIfTI readers reject int64).
         affine: 4 x 4 voxel-to-world matrix (finite).
-        header: optional nibabel header to start from (e.g. the source scan's).
+        header: optional nibabel header to start from (e.g. the source scan's). When `affine` is that header's own
+            (a mask or map on the scan's grid), its sform and qform, their codes and pixdim are kept as they are, so
+            the output overlays its scan in every viewer; otherwise both forms are set to `affine` (code 1).
     """
     import nibabel as nib
 
@@ -165,11 +167,15 @@ def write_nifti(path: str, array: np.ndarray, affine: np.ndarray, header=None) -
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise DataError(f"{path}: affine must be a finite 4 x 4 matrix, got shape {affine.shape}")
-    image = nib.Nifti1Image(array, affine, header=header)
-    image.header.set_data_dtype(array.dtype)
-    # Both forms set so that every reader (qform-first or sform-first) finds the same geometry.
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
+    if header is not None and np.allclose(affine, header.get_best_affine(), rtol=0, atol=1e-6):
+        image = nib.Nifti1Image(array, None, header=header)  # None: the header's forms stay untouched
+        image.header.set_data_dtype(array.dtype)
+    else:
+        image = nib.Nifti1Image(array, affine, header=header)
+        image.header.set_data_dtype(array.dtype)
+        # Both forms set so that every reader (qform-first or sform-first) finds the same geometry.
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
     with atomic_path(path, suffix=suffix) as tmp:
         nib.save(image, tmp)
 

@@ -203,3 +203,27 @@ def test_tls_grpc_and_https(tmp_path, toy_base, rng):
                 client.metadata()
             assert info.value.code == grpc.StatusCode.UNAVAILABLE
     assert labels_match(label, zscore(image))
+
+
+def test_the_input_s_sform_qform_and_codes_come_back_unchanged(server, tmp_path, rng):
+    """A scanner file whose sform (code 2, aligned) differs from its qform (code 1, scanner): every output keeps
+    both matrices, both codes and pixdim, so masks overlay the scan in sform- and qform-first viewers alike."""
+    image = make_scan(rng)
+    sform = np.array([[0.0, -0.8, 0.0, 90.0], [0.9, 0.0, 0.0, -120.0], [0.0, 0.0, 1.5, -40.0], [0, 0, 0, 1]])
+    qform = np.diag([0.8, 0.9, 1.5, 1.0])
+    qform[:3, 3] = [-10.0, 20.0, 30.0]
+    scan = nib.Nifti1Image(image, None)
+    scan.set_sform(sform, code=2)
+    scan.set_qform(qform, code=1)
+    nib.save(scan, str(tmp_path / "scan.nii.gz"))
+    before = nib.load(str(tmp_path / "scan.nii.gz")).header
+    assert main(["--server", server.grpc_target, "--input", str(tmp_path / "scan.nii.gz"),
+                 "--output", str(tmp_path / "mask.nii.gz"), "--probability-output", str(tmp_path / "p.nii.gz")]) == 0
+    for name in ("mask.nii.gz", "p.nii.gz"):
+        after = nib.load(str(tmp_path / name)).header
+        for coded in ("get_sform", "get_qform"):
+            matrix, code = getattr(after, coded)(coded=True)
+            want_matrix, want_code = getattr(before, coded)(coded=True)
+            assert code == want_code, (name, coded)
+            np.testing.assert_allclose(matrix, want_matrix, atol=1e-5, err_msg=f"{name} {coded}")
+        np.testing.assert_allclose(after["pixdim"][1:4], before["pixdim"][1:4])
