@@ -10,7 +10,7 @@ label. With ``data.downsample > 1`` the network sees the downsampled image and i
 (trilinear) back to the full-resolution grid before thresholding, so the metrics always use the original label.
 
 Outputs in ``--output`` (default ``RUN/eval-<list>``): ``per_case.csv`` (case, dice, jaccard, hd95, asd, seconds =
-inference + upsampling + NMS, without reading and metrics), ``summary.json``, ``summary.md`` (the paper's Table 1
+downsampling + inference + upsampling + NMS, without reading and metrics), ``summary.json``, ``summary.md`` (the paper's Table 1
 columns), ``predictions/<case>.nii.gz`` (uint8, with each case's affine) and ``png/<case>.png``.
 Exit codes: 0 success, 2 bad input (missing case, bad shapes, bad settings, unwritable output), with one message.
 """
@@ -27,8 +27,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -50,195 +49,22 @@ class EvaluationError(ValueError):
     """Bad evaluation input; the message names the file, case or option and what was expected."""
 
 
-@dataclass
-class ModelSource:
-    """What evaluate needs from a model, whichever way it was stored.
-
-    Args:
-        make_predict_fn: builds (or returns) ``predict_fn(patches [N, ph, pw, pd, 1]) -> {"seg" | "probability",
-            "sdm"}``; called once, after the cheap checks, so bad input fails before a slow network load.
-        patch_size: window size the model was trained with.
-        stride, gaussian, threshold, batch_size: sliding-window defaults (the command line may override them).
-        downsample: integer factor the model expects its input to be reduced by.
-        data_root, data_format, test_list: dataset defaults (a run's config; None for a SavedModel).
-        default_output: where results go when --output is not given (None: --output is required).
-        description: what was loaded, for the summary.
-        config: the run's config (None for a SavedModel); with no data root it names the built-in phantom data.
-    """
-
-    make_predict_fn: Callable[[], Callable]
-    patch_size: tuple
-    stride: tuple
-    gaussian: bool
-    threshold: float
-    batch_size: int
-    downsample: int
-    data_root: Optional[str]
-    data_format: str
-    test_list: str
-    default_output: Optional[str]
-    description: dict
-    config: Optional[object] = None
-
-
-# ----------------------------------------------------------------------------------------------- model loading
-
-
-def find_saved_model(path: str) -> Optional[str]:
-    """The SavedModel folder for `path`: itself if it holds saved_model.pb, else its newest numbered version.
-
-    Args:
-        path: a SavedModel folder or a model base path (``MODELS/sassnet`` with ``1/``, ``2/``, ...).
-
-    Returns:
-        the folder, or None when `path` is neither.
-    """
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if not os.path.isdir(path):
-        return None
-    versions = [
-        int(name)
-        for name in os.listdir(path)
-        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
-    ]
-    if not versions:
-        return None
-    return os.path.join(path, str(max(versions)))
-
-
-def load_saved_model(path: str) -> ModelSource:
-    """Load an exported SavedModel and read its ``metadata`` signature (DESIGN.md "SavedModel").
-
-    Args:
-        path: the SavedModel (version) folder.
-    """
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    for name in ("segment_patches", "metadata"):
-        if name not in loaded.signatures:
-            raise EvaluationError(
-                f"{path}: SavedModel has no {name!r} signature (has {sorted(loaded.signatures)}); "
-                "expected one written by sassnet_tf.export"
-            )
-    raw = loaded.signatures["metadata"](format=tf.constant("json"))["json"].numpy()
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-        patch = tuple(int(v) for v in meta["patch_size"])
-        stride = tuple(int(v) for v in meta.get("stride", (18, 18, 4)))
-        downsample = int(meta.get("preprocessing", {}).get("downsample", 1))
-        batch_size = int(meta.get("batch_size", 4))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EvaluationError(f"{path}: metadata signature returned unusable JSON ({exc}): {raw[:200]!r}") from None
-    segment = loaded.signatures["segment_patches"]
-
-    def predict_fn(patches):
-        return segment(patches=patches)
-
-    predict_fn.loaded = loaded  # keep the SavedModel's variables alive with the function
-    return ModelSource(
-        make_predict_fn=lambda: predict_fn,
-        patch_size=patch,
-        stride=stride,
-        gaussian=bool(meta.get("gaussian", False)),
-        threshold=float(meta.get("threshold", 0.5)),
-        batch_size=batch_size,
-        downsample=downsample,
-        data_root=None,
-        data_format="auto",
-        test_list="test.list",
-        default_output=None,
-        description={"kind": "saved_model", "path": os.path.abspath(path), "metadata": meta},
-    )
-
-
-def load_run_dir(path: str, weights: str, precision: Optional[str]) -> ModelSource:
-    """A training run: its config now, its V-Net (`weights` best | last, via ``training.run_dir.load_vnet``) later.
-
-    Args:
-        path: the run folder.
-        weights: "best" or "last".
-        precision: dtype policy (None: the run's own ``train.precision``).
-    """
-    from sassnet_tf.training.run_dir import RunDir
-
-    config = RunDir(path).read_config()
-    description = {"kind": "run_dir", "path": os.path.abspath(path), "weights": weights,
-                   "precision": precision or config.train.precision}
-
-    def make_predict_fn():
-        from sassnet_tf.inference.sliding_window import keras_predict_fn
-        from sassnet_tf.training.run_dir import load_vnet
-
-        vnet, _ = load_vnet(path, weights=weights, precision=precision)
-        description["precision"] = vnet.dtype_policy.name  # "auto" resolved
-        return keras_predict_fn(vnet)
-
-    return ModelSource(
-        make_predict_fn=make_predict_fn,
-        patch_size=tuple(config.data.patch_size),
-        stride=tuple(config.eval.stride),
-        gaussian=bool(config.eval.gaussian),
-        threshold=float(config.eval.threshold),
-        batch_size=int(config.eval.batch_size),
-        downsample=int(config.data.downsample),
-        data_root=config.data.root,
-        data_format=config.data.format,
-        test_list=config.data.test_list,
-        default_output=path,
-        description=description,
-        config=config,
-    )
-
-
-def load_model(path: str, weights: str = "best", precision: Optional[str] = None) -> ModelSource:
-    """A run folder or a SavedModel (folder or model base path), recognised by its content.
+def load_model(path: str, weights: str = "best", precision: Optional[str] = None):
+    """A `Predictor` for --model (a run folder or a SavedModel), with errors as EvaluationError.
 
     Args:
         path: --model.
         weights: for a run folder: "best" or "last".
-        precision: for a run folder: dtype policy override.
+        precision: for a run folder: dtype policy override (ignored, with a warning, for a SavedModel).
     """
-    if not os.path.exists(path):
-        raise EvaluationError(f"--model {path}: not found")
-    saved = find_saved_model(path)
-    if saved is not None:
-        if precision:
-            log.warning("--precision is ignored for a SavedModel (its graph has fixed dtypes)")
-        return load_saved_model(saved)
-    if os.path.isfile(os.path.join(path, "config.yaml")):
-        return load_run_dir(path, weights, precision)
-    raise EvaluationError(
-        f"--model {path}: neither a run folder (config.yaml + weights/) nor a SavedModel "
-        "(saved_model.pb, or numbered version folders holding one)"
-    )
+    from sassnet_tf.inference.predictor import ModelLoadError, Predictor, find_saved_model
 
-
-# ------------------------------------------------------------------------------------------- settings checks
-
-
-def check_settings(patch: Sequence[int], stride: Sequence[int], batch_size: int, threshold: float) -> None:
-    """Reject settings the sliding window cannot honour, naming the option.
-
-    Args:
-        patch: window size; each axis a positive multiple of 16 (the V-Net halves it four times).
-        stride: 1..patch per axis.
-        batch_size: >= 1.
-        threshold: in (0, 1).
-    """
-    if len(patch) != 3 or any(int(p) != p or p <= 0 or p % 16 for p in patch):
-        raise EvaluationError(f"patch size {list(patch)}: expected three positive multiples of 16")
-    if len(stride) != 3 or any(int(s) != s or s <= 0 for s in stride):
-        raise EvaluationError(f"--stride {list(stride)}: expected three positive integers")
-    if any(s > p for s, p in zip(stride, patch)):
-        raise EvaluationError(
-            f"--stride {list(stride)}: larger than the patch {list(patch)} on some axis; windows would leave gaps"
-        )
-    if batch_size < 1:
-        raise EvaluationError(f"--batch-size {batch_size}: expected a positive integer")
-    if not 0.0 < threshold < 1.0:
-        raise EvaluationError(f"threshold {threshold}: expected a value in (0, 1)")
+    if precision and os.path.exists(path) and find_saved_model(path) is not None:
+        log.warning("--precision is ignored for a SavedModel (its graph has fixed dtypes)")
+    try:
+        return Predictor.from_path(path, weights=weights, precision=precision)
+    except ModelLoadError as exc:
+        raise EvaluationError(f"--model {exc}") from None
 
 
 def check_output_dir(path: str) -> str:
@@ -255,37 +81,6 @@ def check_output_dir(path: str) -> str:
     except OSError as exc:
         raise OSError(f"--output {path}: cannot write there ({exc.strerror or exc})") from None
     return path
-
-
-# ------------------------------------------------------------------------------------------------ resampling
-
-
-def resize_linear(volume: np.ndarray, shape: Sequence[int], factor: Optional[int] = None) -> np.ndarray:
-    """Trilinear resize of a 3-D array to `shape`, one separable 1-D linear interpolation per axis.
-
-    With `factor` (the integer downsampling factor of the data), output voxel ``j`` samples input position
-    ``j / factor`` -- the inverse of keeping every factor-th voxel (``x[::factor]``); positions past the last input
-    voxel take its value. Without it, voxel centres are aligned (half-pixel convention).
-
-    Args:
-        volume: the low-resolution array.
-        shape: the target shape.
-        factor: the downsampling factor that produced `volume`, or None.
-    """
-    out = np.asarray(volume, dtype=np.float32)
-    for axis, target in enumerate(shape):
-        n_in = out.shape[axis]
-        j = np.arange(target, dtype=np.float64)
-        src = j / factor if factor else (j + 0.5) * n_in / target - 0.5
-        src = np.clip(src, 0.0, n_in - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        w = (src - lo).astype(np.float32)
-        view = [1] * out.ndim
-        view[axis] = target
-        w = w.reshape(view)
-        out = np.take(out, lo, axis=axis) * (1.0 - w) + np.take(out, hi, axis=axis) * w
-    return out
 
 
 # --------------------------------------------------------------------------------------------------- outputs
@@ -394,78 +189,56 @@ def _write_csv(path: str, rows: list) -> None:
 # ---------------------------------------------------------------------------------------------------- running
 
 
-def _open_layouts(root: str, data_format: str, downsample: int):
-    from sassnet_tf.data.dataset_layout import open_dataset
-
-    full = open_dataset(root, format=data_format, downsample=1)
-    low = open_dataset(root, format=data_format, downsample=downsample) if downsample > 1 else full
-    return full, low
-
-
-def _segmenter(predict_fn: Callable, patch, stride, batch_size, gaussian, threshold):
-    """One tf.function for every volume shape (no retracing)."""
-    import tensorflow as tf
-
-    from sassnet_tf.inference.sliding_window import sliding_window_inference
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="image")])
-    def segment(image):
-        return sliding_window_inference(
-            image, predict_fn, patch_size=patch, stride=stride, batch_size=batch_size, gaussian=gaussian,
-            threshold=threshold,
-        )
-
-    return segment
-
-
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed command-line `args`; return the summary dict."""
     from sassnet_tf.inference.postprocess import largest_connected_component
+    from sassnet_tf.inference.settings import InferenceSettingsError
     from sassnet_tf.metrics import case_metrics, paper_table_row, summarize
     from sassnet_tf.utils.atomic import atomic_write_text
 
-    source = load_model(args.model, weights=args.weights, precision=args.precision)
-    patch = tuple(source.patch_size)
-    stride = tuple(args.stride) if args.stride else tuple(source.stride)
-    batch_size = args.batch_size if args.batch_size is not None else source.batch_size
-    gaussian = source.gaussian if args.gaussian is None else args.gaussian
-    threshold = source.threshold
-    check_settings(patch, stride, batch_size, threshold)
+    predictor = load_model(args.model, weights=args.weights, precision=args.precision)
+    try:
+        predictor = predictor.with_settings(stride=tuple(args.stride) if args.stride else None,
+                                            batch_size=args.batch_size, gaussian=args.gaussian)
+    except InferenceSettingsError as exc:
+        raise EvaluationError(f"--stride / --batch-size: {exc}") from None
+    settings, config = predictor.settings, predictor.config
 
-    root = args.data_root or source.data_root
-    data_format = args.format or source.data_format
+    root = args.data_root or (config.data.root if config else None)
+    data_format = args.format or (config.data.format if config else "auto")
     if not root:
-        if source.config is None:
+        if config is None:
             raise EvaluationError("--data-root: required when --model is a SavedModel")
         # The run trained on the built-in phantom data: evaluate on the same (cached) dataset.
         from sassnet_tf.training.trainer import resolve_data_root
 
-        root, data_format = resolve_data_root(source.config)
-    list_name = args.list or source.test_list
+        root, data_format = resolve_data_root(config)
+    list_name = args.list or (config.data.test_list if config else "test.list")
     list_stem = os.path.splitext(os.path.basename(list_name))[0]
     output = args.output
     if output is None:
-        if source.default_output is None:
+        if config is None:
             raise EvaluationError("--output: required when --model is a SavedModel")
-        output = os.path.join(source.default_output, f"eval-{list_stem}")
+        output = os.path.join(args.model, f"eval-{list_stem}")
     output = check_output_dir(output)
 
-    full_layout, low_layout = _open_layouts(root, data_format, source.downsample)
-    case_ids = list(full_layout.read_list(list_name))
-    missing = [c for c in case_ids if not os.path.isfile(full_layout.case_path(c))]
+    from sassnet_tf.data.dataset_layout import open_dataset
+
+    layout = open_dataset(root, format=data_format, downsample=1)  # full resolution; the Predictor downsamples
+    case_ids = list(layout.read_list(list_name))
+    missing = [c for c in case_ids if not os.path.isfile(layout.case_path(c))]
     if missing:  # fail before any inference, naming every missing case
         raise EvaluationError(
-            f"{full_layout.list_path(list_name)}: {len(missing)} listed case(s) not found under {root}: "
-            + ", ".join(f"{c!r} (expected {full_layout.case_path(c)})" for c in missing[:5])
+            f"{layout.list_path(list_name)}: {len(missing)} listed case(s) not found under {root}: "
+            + ", ".join(f"{c!r} (expected {layout.case_path(c)})" for c in missing[:5])
             + (" ..." if len(missing) > 5 else "")
         )
-    segment = _segmenter(source.make_predict_fn(), patch, stride, batch_size, gaussian, threshold)
-    segment.get_concrete_function()  # trace once up front so the first case's time is inference only
+    predictor.segment_fn()  # load and trace once up front so the first case's time is inference only
 
     rows = []
     started = time.time()
     for index, case_id in enumerate(case_ids, 1):
-        full = full_layout.load(case_id)
+        full = layout.load(case_id)
         if full.label is None:
             raise EvaluationError(f"case {case_id!r} under {root}: no label; evaluation needs the ground truth")
         if tuple(full.image.shape) != tuple(full.label.shape):
@@ -473,15 +246,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                 f"case {case_id!r} under {root}: image shape {tuple(full.image.shape)} != label shape "
                 f"{tuple(full.label.shape)}"
             )
-        low = low_layout.load(case_id) if low_layout is not full_layout else full
         tick = time.perf_counter()
-        outputs = segment(np.ascontiguousarray(low.image, dtype=np.float32))
-        probability = outputs["probability"].numpy()
-        if probability.shape != full.label.shape:
-            probability = resize_linear(probability, full.label.shape, factor=source.downsample)
-            prediction = (probability > threshold).astype(np.uint8)
-        else:
-            prediction = outputs["label"].numpy()
+        prediction = predictor.predict(full.image)["label"]
         if args.nms:
             prediction = largest_connected_component(prediction)
         seconds = time.perf_counter() - tick
@@ -498,15 +264,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     summary = {
         "list": list_name,
         "data_root": os.path.abspath(root),
-        "model": source.description,
+        "model": predictor.description,
         "settings": {
-            "patch_size": list(patch),
-            "stride": list(stride),
-            "batch_size": batch_size,
-            "gaussian": gaussian,
-            "threshold": threshold,
+            "patch_size": list(settings.patch_size),
+            "stride": list(settings.stride),
+            "batch_size": settings.batch_size,
+            "gaussian": settings.gaussian,
+            "threshold": settings.threshold,
             "nms": bool(args.nms),
-            "downsample": source.downsample,
+            "downsample": settings.downsample,
             "metric_units": "voxels",
         },
         "metrics": stats,

@@ -14,62 +14,12 @@ from sassnet_tf import evaluate as ev
 # --------------------------------------------------------------------------------------------- pure helpers
 
 
-def test_resize_linear_inverts_strided_downsampling_of_a_ramp():
-    x, y, z = np.meshgrid(np.arange(20), np.arange(14), np.arange(9), indexing="ij")
-    ramp = (0.5 * x + 2.0 * y - 1.0 * z).astype(np.float32)
-    low = ramp[::2, ::2, ::2]  # shape (10, 7, 5): full voxel 2i is low voxel i
-    up = ev.resize_linear(low, ramp.shape, factor=2)
-    assert up.shape == ramp.shape and up.dtype == np.float32
-    # Exact wherever the position lies between two low-resolution samples; the last odd voxel is clamped.
-    np.testing.assert_allclose(up[:19, :13, :9], ramp[:19, :13, :9], atol=1e-5)
-    np.testing.assert_allclose(up[19], up[18] + 0.0, atol=1e-5)  # 19 / 2 = 9.5 > last sample 9: clamped to it
-
-
-def test_resize_linear_half_pixel_keeps_constants_and_mean():
-    const = np.full((4, 5, 3), 0.7, np.float32)
-    np.testing.assert_allclose(ev.resize_linear(const, (9, 11, 6)), 0.7, atol=1e-6)
-    step = np.zeros((4, 1, 1), np.float32)
-    step[2:] = 1.0
-    up = ev.resize_linear(step, (8, 1, 1))[:, 0, 0]
-    np.testing.assert_allclose(up, [0, 0, 0, 0.25, 0.75, 1, 1, 1], atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "patch, stride, batch, threshold, message",
-    [
-        ((32, 32, 16), (8, 8, 0), 2, 0.5, "--stride"),
-        ((32, 32, 16), (8, 8, -4), 2, 0.5, "--stride"),
-        ((32, 32, 16), (8, 40, 4), 2, 0.5, "larger than the patch"),
-        ((32, 30, 16), (8, 8, 4), 2, 0.5, "multiples of 16"),
-        ((32, 32, 16), (8, 8, 4), 0, 0.5, "--batch-size"),
-        ((32, 32, 16), (8, 8, 4), 1, 1.0, "threshold"),
-    ],
-)
-def test_check_settings(patch, stride, batch, threshold, message):
-    with pytest.raises(ev.EvaluationError, match=message):
-        ev.check_settings(patch, stride, batch, threshold)
-
-
-def test_check_settings_accepts_the_paper_protocol():
-    ev.check_settings((112, 112, 80), (18, 18, 4), 4, 0.5)
-
-
 def test_check_output_dir(tmp_path):
     assert ev.check_output_dir(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     with pytest.raises(OSError, match="file.txt"):
         ev.check_output_dir(str(blocker / "sub"))
-
-
-def test_find_saved_model(tmp_path):
-    assert ev.find_saved_model(str(tmp_path)) is None
-    for version in ("1", "3", "12"):
-        (tmp_path / version).mkdir()
-        (tmp_path / version / "saved_model.pb").write_bytes(b"")
-    (tmp_path / "20").mkdir()  # no saved_model.pb: not a version
-    assert ev.find_saved_model(str(tmp_path)) == str(tmp_path / "12")
-    assert ev.find_saved_model(str(tmp_path / "3")) == str(tmp_path / "3")
 
 
 def test_overlay_png(tmp_path):
@@ -319,7 +269,7 @@ def test_bad_inputs_exit_2_naming_the_problem(run_dir, la_root, tmp_path, capsys
 
     sm = _ThresholdModule.save(tmp_path / "sm_bad", patch=(30, 32, 16))
     assert ev.main(["--model", str(sm), "--data-root", str(la_root), "--output", str(tmp_path / "o5")]) == 2
-    assert "multiples of 16" in capsys.readouterr().err
+    assert "patch_size [30, 32, 16]: each axis must be a multiple of 16" in capsys.readouterr().err
     good = _ThresholdModule.save(tmp_path / "sm_good")
     assert ev.main(["--model", str(good), "--data-root", str(la_root)]) == 2
     assert "--output: required" in capsys.readouterr().err

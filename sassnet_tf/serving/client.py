@@ -314,7 +314,7 @@ class SegmentationClient:
             ``{"probability": float32, "label": uint8, "sdm": float32}``, each ``[H, W, D]``.
         """
         from sassnet_tf.data.io import downsample_volume
-        from sassnet_tf.evaluate import resize_linear
+        from sassnet_tf.inference.predictor import to_input_grid
 
         image = np.asarray(image)
         if image.ndim != 3 or min(image.shape) < 1:
@@ -337,13 +337,7 @@ class SegmentationClient:
                 grpc.StatusCode.INTERNAL,
                 f"model '{self.model}': outputs of shape {probability.shape} / {sdm.shape} for an input of {volume.shape}",
             )
-        if factor > 1:
-            probability = resize_linear(probability, image.shape, factor=factor)
-            sdm = resize_linear(sdm, image.shape, factor=factor)
-            label = (probability > threshold).astype(np.uint8)
-        else:
-            label = np.asarray(outputs["label"], dtype=np.uint8)
-        return {"probability": probability, "label": label, "sdm": sdm}
+        return to_input_grid(probability, sdm, outputs["label"], image.shape, factor, threshold)
 
 
 # --------------------------------------------------------------------------------------------------- command

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sassnet_tf.data.io import downsample_volume
-from sassnet_tf.evaluate import resize_linear
+from sassnet_tf.inference.resample import resize_linear
 from sassnet_tf.serving.client import SegmentationClient, main, zscore
 from sassnet_tf.serving.errors import ServingError
 from sassnet_tf.serving.server import LocalModelServer

@@ -1,0 +1,142 @@
+"""`sassnet-predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m MODEL`: segment every scan in a folder (like nnUNetv2_predict).
+
+Every NIfTI (``.nii``, ``.nii.gz``) and LA ``.h5`` file directly in INPUT_FOLDER is segmented by MODEL (a training
+run folder or an exported SavedModel / model base path) and its mask written to OUTPUT_FOLDER as
+``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their codes kept).
+NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are already
+normalised. A file that cannot be read or segmented is reported on its own line and the others go on; the exit code
+is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from sassnet_tf.utils.runtime import set_cpu_threads
+
+INPUT_EXTENSIONS = (".nii.gz", ".nii", ".h5")
+
+
+def _stem(name: str) -> str:
+    lower = name.lower()
+    return next(name[: -len(ext)] for ext in INPUT_EXTENSIONS if lower.endswith(ext))
+
+
+def list_inputs(folder: str) -> list:
+    """The scan files directly in `folder`, sorted (hidden files and other extensions ignored)."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if not n.startswith(".") and n.lower().endswith(INPUT_EXTENSIONS)
+                  and os.path.isfile(os.path.join(folder, n)))
+
+
+def _progress(done: int, total: int, name: str, note: str) -> str:
+    width = 24
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}: {note}"
+
+
+def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool) -> str:
+    """Segment one scan and write its mask (and probability map); returns a short note for the progress line."""
+    import nibabel as nib
+    import numpy as np
+
+    from sassnet_tf.data.io import read_case, write_nifti
+
+    nifti = not path.lower().endswith(".h5")
+    method = "zscore" if normalize == "zscore" or (normalize == "auto" and nifti) else "none"
+    case = read_case(path, read_label=False, normalize=method)
+    header = nib.load(path).header.copy() if nifti else None
+    tick = time.perf_counter()
+    out = predictor.predict(case.image)
+    label = out["label"]
+    if nms:
+        from sassnet_tf.inference.postprocess import largest_connected_component
+
+        label = largest_connected_component(label)
+    seconds = time.perf_counter() - tick
+
+    def with_dtype(dtype):
+        if header is None:
+            return None
+        h = header.copy()
+        h.set_data_dtype(dtype)
+        h.set_slope_inter(None, None)  # the scan's intensity scaling does not apply to a mask
+        return h
+
+    name = _stem(os.path.basename(path))
+    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine, header=with_dtype(np.uint8))
+    if probabilities:
+        write_nifti(os.path.join(output, f"{name}_probability.nii.gz"), out["probability"], case.affine,
+                    header=with_dtype(np.float32))
+    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sassnet-predict", description=__doc__.split("\n\n")[0],
+                                epilog="Masks keep each input's affine and header. Exit codes: 0 all segmented, 2 a "
+                                       "bad argument or at least one file failed (each named on its own line).")
+    p.add_argument("-i", "--input", required=True, help="folder of scans (.nii, .nii.gz, LA .h5)")
+    p.add_argument("-o", "--output", required=True, help="folder for the masks (created)")
+    p.add_argument("-m", "--model", required=True, help="training run folder, SavedModel folder or model base path")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help="run folder weights (default best)")
+    p.add_argument("--normalize", choices=("auto", "zscore", "none"), default="auto",
+                   help="intensity normalisation: auto = z-score NIfTI scans, leave LA .h5 files (already normalised)")
+    p.add_argument("--nms", action="store_true", help="keep the largest connected component")
+    p.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default: the model's")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_probability.nii.gz")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those scans)")
+    p.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not os.path.isdir(args.input):
+        print(f"sassnet-predict: error: -i {args.input}: not a folder", file=sys.stderr)
+        return 2
+    inputs = list_inputs(args.input)
+    if not inputs:
+        print(f"sassnet-predict: error: -i {args.input}: no .nii, .nii.gz or .h5 files", file=sys.stderr)
+        return 2
+    try:
+        if args.threads is not None:
+            set_cpu_threads(args.threads)
+        os.makedirs(args.output, exist_ok=True)
+        from sassnet_tf.inference.predictor import Predictor
+
+        predictor = Predictor.from_path(args.model, weights=args.weights)
+        if args.stride:
+            predictor = predictor.with_settings(stride=tuple(args.stride))
+        predictor.segment_fn()  # load the network once, before the first scan
+    except (ValueError, OSError) as exc:  # ModelLoadError, InferenceSettingsError, RunDirError are ValueErrors
+        print(f"sassnet-predict: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for done, path in enumerate(inputs, 1):
+        name = os.path.basename(path)
+        target = os.path.join(args.output, f"{_stem(name)}.nii.gz")
+        if os.path.exists(target) and not args.overwrite:
+            print(_progress(done, len(inputs), name, f"skipped, {target} exists (--overwrite replaces it)"), flush=True)
+            continue
+        try:
+            note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities)
+        except Exception as exc:  # one bad file must not stop the others; nibabel/h5py raise many types
+            failed += 1
+            reason = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            print(_progress(done, len(inputs), name, "FAILED"), flush=True)
+            print(f"sassnet-predict: error: {path}: {reason}", file=sys.stderr, flush=True)
+            continue
+        print(_progress(done, len(inputs), name, note), flush=True)
+    print(f"{len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
+          + (f"; {failed} failed (above)" if failed else ""), flush=True)
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

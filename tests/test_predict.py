@@ -1,0 +1,71 @@
+"""sassnet-predict: a folder of scans in, masks with each scan's geometry out; a bad file is reported, the rest go on."""
+
+import os
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sassnet_tf.inference.predictor import Predictor
+from sassnet_tf.predict import main
+from tests.inference.tiny_model import make_run_and_export
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_run_and_export(str(tmp_path_factory.mktemp("predict_model")), downsample=1)[0]
+
+
+def test_a_folder_with_a_bad_file(model, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    scans = tmp_path / "in"
+    scans.mkdir()
+    raw = (300.0 + 50.0 * rng.normal(size=(40, 36, 20))).astype(np.float32)  # scanner intensities: z-scored here
+    image = nib.Nifti1Image(raw, None)
+    image.set_sform(np.diag([0.7, 0.7, 1.2, 1.0]), code=2)
+    qform = np.diag([0.7, 0.7, 1.2, 1.0])
+    qform[:3, 3] = [5.0, -3.0, 12.0]  # the scanner's frame, distinct from the aligned sform
+    image.set_qform(qform, code=1)
+    nib.save(image, str(scans / "patient_a.nii.gz"))
+    with h5py.File(scans / "la_case.h5", "w") as fh:  # an LA file: already normalised
+        fh["image"] = rng.normal(size=(36, 36, 18)).astype(np.float32)
+    (scans / "broken.nii.gz").write_bytes(b"not a nifti file")
+    (scans / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    assert main(["-i", str(scans), "-o", str(out), "-m", model, "--probabilities"]) == 2
+    captured = capsys.readouterr()
+    assert "broken.nii.gz" in captured.err and captured.err.count("sassnet-predict: error:") == 1
+    assert "2 of 3 scans segmented" in captured.out and "3/3" in captured.out
+    assert sorted(os.listdir(out)) == ["la_case.nii.gz", "la_case_probability.nii.gz", "patient_a.nii.gz",
+                                       "patient_a_probability.nii.gz"]  # nothing for the broken file or the .txt
+    mask = nib.load(str(out / "patient_a.nii.gz"))
+    assert mask.shape == raw.shape and mask.get_data_dtype() == np.uint8
+    assert mask.header.get_sform(coded=True)[1] == 2 and mask.header.get_qform(coded=True)[1] == 1
+    np.testing.assert_allclose(mask.header.get_qform(), qform, atol=1e-5)
+    np.testing.assert_allclose(mask.affine, image.affine)
+    # the same mask as the Predictor gives for the z-scored scan
+    from sassnet_tf.data.io import zscore
+
+    expected = Predictor.from_path(model).predict(zscore(raw))["label"]
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), expected)
+    assert nib.load(str(out / "la_case.nii.gz")).shape == (36, 36, 18)
+    assert (out / "patient_a_probability.nii.gz").is_file()
+
+    # a second run keeps what is there and segments only what is missing
+    before = (out / "patient_a.nii.gz").stat().st_mtime_ns
+    (out / "la_case.nii.gz").unlink()
+    assert main(["-i", str(scans), "-o", str(out), "-m", model]) == 2  # broken.nii.gz still fails
+    assert (out / "patient_a.nii.gz").stat().st_mtime_ns == before and (out / "la_case.nii.gz").is_file()
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_bad_arguments_exit_2(model, tmp_path, capsys):
+    assert main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "-m", model]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", model]) == 2
+    assert "no .nii" in capsys.readouterr().err
+    (tmp_path / "empty" / "a.nii.gz").write_bytes(b"x")
+    assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", str(tmp_path)]) == 2
+    assert "neither a run folder" in capsys.readouterr().err
