@@ -116,7 +116,7 @@ class EvalConfig:
     threshold: float = 0.5
     gaussian: bool = False  # Gaussian importance weighting instead of a plain average
     batch_size: int = 4  # windows per forward pass
-    nms: bool = False  # keep the largest connected component
+    nms: bool = False  # keep the largest connected component (evaluate's default for --nms / --no-nms)
 
 
 @dataclass(frozen=True)
@@ -253,30 +253,29 @@ def from_dict(raw: dict, source: str = "<dict>") -> Config:
     return config
 
 
+# The config key of each InferenceSettings field (the one validation of the sliding-window settings).
+_INFERENCE_KEYS = {"patch_size": "data.patch_size", "downsample": "data.downsample"}
+
+
 def validate(config: Config, source: str = "<config>") -> None:
-    d, t, e = config.data, config.train, config.eval
-    for i, p in enumerate(d.patch_size):
-        if p <= 0 or p % 16:
-            raise ConfigError(
-                f"{source}: data.patch_size {list(d.patch_size)}: axis {i} is {p}, expected a positive multiple of 16 "
-                "(the V-Net halves the patch four times)"
-            )
+    from sassnet_tf.inference.settings import InferenceSettings, InferenceSettingsError
+
+    d, t = config.data, config.train
+    try:
+        InferenceSettings.from_config(config)
+    except InferenceSettingsError as exc:
+        key = _INFERENCE_KEYS.get(exc.field, f"eval.{exc.field}")
+        raise ConfigError(f"{source}: {key}{str(exc)[len(exc.field):]}") from None
     if d.labeled < 1:
         raise ConfigError(f"{source}: data.labeled must be >= 1, got {d.labeled}")
     if d.labeled_bs < 1 or d.unlabeled_bs < 0:
         raise ConfigError(f"{source}: data.labeled_bs must be >= 1 and data.unlabeled_bs >= 0")
     if t.mode == "sassnet" and d.unlabeled_bs < 1:
         raise ConfigError(f"{source}: train.mode sassnet needs data.unlabeled_bs >= 1")
-    if d.downsample < 1:
-        raise ConfigError(f"{source}: data.downsample must be >= 1, got {d.downsample}")
     if t.iterations < 1:
         raise ConfigError(f"{source}: train.iterations must be >= 1, got {t.iterations}")
     if t.checkpoint_every < 1:
         raise ConfigError(f"{source}: train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
-    if any(s <= 0 for s in e.stride):
-        raise ConfigError(f"{source}: eval.stride must be positive, got {list(e.stride)}")
-    if not 0.0 < e.threshold < 1.0:
-        raise ConfigError(f"{source}: eval.threshold must lie in (0, 1), got {e.threshold}")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:

@@ -203,6 +203,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     except InferenceSettingsError as exc:
         raise EvaluationError(f"--stride / --batch-size: {exc}") from None
     settings, config = predictor.settings, predictor.config
+    nms = args.nms if args.nms is not None else bool(config.eval.nms) if config is not None else False
 
     root = args.data_root or (config.data.root if config else None)
     data_format = args.format or (config.data.format if config else "auto")
@@ -248,7 +249,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             )
         tick = time.perf_counter()
         prediction = predictor.predict(full.image)["label"]
-        if args.nms:
+        if nms:
             prediction = largest_connected_component(prediction)
         seconds = time.perf_counter() - tick
         row = {"case": case_id, **case_metrics(prediction, full.label), "seconds": seconds}
@@ -271,7 +272,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "batch_size": settings.batch_size,
             "gaussian": settings.gaussian,
             "threshold": settings.threshold,
-            "nms": bool(args.nms),
+            "nms": nms,
             "downsample": settings.downsample,
             "metric_units": "voxels",
         },
@@ -326,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="dataset root (LA or NIfTI layout); default: the run's data.root")
     parser.add_argument("--format", choices=("auto", "la", "nifti"), help="dataset layout; default: the run's")
     parser.add_argument("--list", help="list file of case IDs, relative to the root (default: the run's test list)")
-    parser.add_argument("--nms", action="store_true", help="keep the largest connected component")
+    parser.add_argument("--nms", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the largest connected component (default: the run's eval.nms; off for a SavedModel)")
     parser.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default: the model's (18 18 4)")
     parser.add_argument(
         "--gaussian", action=argparse.BooleanOptionalAction, default=None,

@@ -199,7 +199,7 @@ class Predictor:
 
         volume = np.asarray(volume, dtype=np.float32)
         if volume.ndim != 3 or min(volume.shape) < 1:
-            raise InferenceSettingsError(f"volume: expected a non-empty 3-D [H, W, D] array, got shape {volume.shape}")
+            raise InferenceSettingsError("volume", f": expected a non-empty 3-D [H, W, D] array, got shape {volume.shape}")
         factor = self.settings.downsample
         low = downsample_volume(volume, factor) if factor > 1 else volume
         outputs = self.segment_fn()(np.ascontiguousarray(low))

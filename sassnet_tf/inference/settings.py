@@ -16,17 +16,26 @@ NORMALIZATIONS = ("zscore",)
 
 
 class InferenceSettingsError(ValueError):
-    """An inference setting is invalid; the message names the field, the value and what was expected."""
+    """An inference setting is invalid; the message names the field, the value and what was expected.
+
+    Args:
+        field: the setting's name (patch_size, stride, threshold, gaussian, batch_size, downsample, normalize).
+        message: the rest of the message.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}{message}")
+        self.field = field
 
 
 def _int_triple(value: Any, field: str) -> tuple:
     try:
         items = tuple(value)
     except TypeError:
-        raise InferenceSettingsError(f"{field}: expected three positive integers, got {value!r}") from None
+        raise InferenceSettingsError(field, f": expected three positive integers, got {value!r}") from None
     if len(items) != 3 or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0 for v in items):
-        raise InferenceSettingsError(f"{field}: expected three positive integers, got {list(items)!r}")
+        raise InferenceSettingsError(field, f": expected three positive integers, got {list(items)!r}")
     return tuple(int(v) for v in items)
 
 
@@ -56,23 +65,23 @@ class InferenceSettings:
     def __post_init__(self):
         patch = _int_triple(self.patch_size, "patch_size")
         if any(p % PATCH_MULTIPLE for p in patch):
-            raise InferenceSettingsError(f"patch_size {list(patch)}: each axis must be a multiple of {PATCH_MULTIPLE} "
-                                         "(the V-Net halves it four times)")
+            raise InferenceSettingsError("patch_size", f" {list(patch)}: each axis must be a multiple of "
+                                         f"{PATCH_MULTIPLE} (the V-Net halves it four times)")
         stride = _int_triple(self.stride, "stride")
         if any(s > p for s, p in zip(stride, patch)):
-            raise InferenceSettingsError(f"stride {list(stride)}: each axis must be at most the patch size "
+            raise InferenceSettingsError("stride", f" {list(stride)}: each axis must be at most the patch size "
                                          f"{list(patch)}, or windows would leave voxels uncovered")
         threshold = self.threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise InferenceSettingsError(f"threshold: expected a number in (0, 1), got {threshold!r}")
+            raise InferenceSettingsError("threshold", f": expected a number in (0, 1), got {threshold!r}")
         if not isinstance(self.gaussian, bool):
-            raise InferenceSettingsError(f"gaussian: expected true or false, got {self.gaussian!r}")
+            raise InferenceSettingsError("gaussian", f": expected true or false, got {self.gaussian!r}")
         for field in ("batch_size", "downsample"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InferenceSettingsError(f"{field}: expected an integer >= 1, got {value!r}")
+                raise InferenceSettingsError(field, f": expected an integer >= 1, got {value!r}")
         if self.normalize not in NORMALIZATIONS:
-            raise InferenceSettingsError(f"normalize: {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+            raise InferenceSettingsError("normalize", f": {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         object.__setattr__(self, "patch_size", patch)
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "threshold", float(threshold))
@@ -98,13 +107,13 @@ class InferenceSettings:
     def from_metadata(cls, meta: Mapping[str, Any]) -> "InferenceSettings":
         """The settings in a SavedModel's metadata JSON (older exports: the defaults for missing fields)."""
         if not isinstance(meta, Mapping) or "patch_size" not in meta:
-            raise InferenceSettingsError(f"metadata: expected a JSON object with patch_size, got {str(meta)[:200]}")
+            raise InferenceSettingsError("patch_size", f": missing; metadata {str(meta)[:200]}")
         prep = meta.get("preprocessing") or {}
         if not isinstance(prep, Mapping):
-            raise InferenceSettingsError(f"metadata preprocessing: expected an object, got {prep!r}")
+            raise InferenceSettingsError("preprocessing", f": expected an object, got {prep!r}")
         unknown = sorted(set(prep) - {"normalize", "downsample"})
         if unknown:
-            raise InferenceSettingsError(f"preprocessing: unknown keys {unknown}; expected normalize and downsample")
+            raise InferenceSettingsError("preprocessing", f": unknown keys {unknown}; expected normalize and downsample")
         return cls(patch_size=meta["patch_size"], stride=meta.get("stride", (18, 18, 4)),
                    threshold=meta.get("threshold", 0.5), gaussian=meta.get("gaussian", False),
                    batch_size=meta.get("batch_size", 4), downsample=prep.get("downsample", 1),
