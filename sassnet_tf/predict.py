@@ -40,7 +40,8 @@ def _progress(done: int, total: int, name: str, note: str) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}: {note}"
 
 
-def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool) -> str:
+def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool,
+                 whole_scan: bool = False) -> str:
     """Segment one scan and write its mask (and probability map); returns a short note for the progress line."""
     import nibabel as nib
     import numpy as np
@@ -52,7 +53,7 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
     case = read_case(path, read_label=False, normalize=method)
     header = nib.load(path).header.copy() if nifti else None
     tick = time.perf_counter()
-    out = predictor.predict(case.image)
+    out = predictor.predict_whole_scan(case.image) if whole_scan else predictor.predict(case.image)
     label = out["label"]
     if nms:
         from sassnet_tf.inference.postprocess import largest_connected_component
@@ -73,7 +74,8 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
     if probabilities:
         write_nifti(os.path.join(output, f"{name}_probability.nii.gz"), out["probability"], case.affine,
                     header=with_dtype(np.float32))
-    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s"
+    box = f", segmented inside {[list(b) for b in out['box']]}" if whole_scan else ""
+    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms", action="store_true", help="keep the largest connected component")
     p.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default: the model's")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probability.nii.gz")
+    p.add_argument("--whole-scan", action="store_true",
+                   help="uncropped scans: a coarse pass over the whole field of view, then the normal sliding window "
+                        "inside the largest component's box (Predictor.predict_whole_scan)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those scans)")
     p.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores)")
     return p
@@ -125,7 +130,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(_progress(done, len(inputs), name, f"skipped, {target} exists (--overwrite replaces it)"), flush=True)
             continue
         try:
-            note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities)
+            note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities,
+                                args.whole_scan)
         except Exception as exc:  # one bad file must not stop the others; nibabel/h5py raise many types
             failed += 1
             reason = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"

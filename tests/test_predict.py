@@ -69,3 +69,13 @@ def test_bad_arguments_exit_2(model, tmp_path, capsys):
     (tmp_path / "empty" / "a.nii.gz").write_bytes(b"x")
     assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", str(tmp_path)]) == 2
     assert "neither a run folder" in capsys.readouterr().err
+
+
+def test_whole_scan_mode_from_the_command_line(model, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(rng.normal(size=(64, 48, 32)).astype(np.float32), np.eye(4)),
+             str(tmp_path / "in" / "wide.nii.gz"))
+    assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", model, "--whole-scan"]) == 0
+    assert "segmented inside" in capsys.readouterr().out
+    assert nib.load(str(tmp_path / "out" / "wide.nii.gz")).shape == (64, 48, 32)

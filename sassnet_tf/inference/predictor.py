@@ -184,6 +184,51 @@ class Predictor:
             self._segment = segment
         return self._segment
 
+    def predict_whole_scan(self, volume: np.ndarray, affine: Optional[np.ndarray] = None,
+                           margin: Optional[int] = None) -> dict:
+        """Segment an uncropped scan: a coarse pass, then the normal sliding window around what it found.
+
+        The LA data (and so every model trained on it) are cropped around the atrium; a new scan's whole field of
+        view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
+        with windows side by side (stride = patch: ~1/50 of the paper's windows); (2) the largest connected
+        component of its mask, its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside
+        that box, pasted back into the full grid (outside it: probability 0, label 0, SDM 1 = far outside).
+        Without any foreground in the coarse pass, the normal pass runs over the whole volume.
+
+        Args:
+            volume: ``[H, W, D]`` preprocessed scan at its own resolution.
+            affine: returned with the outputs, as `predict`.
+            margin: voxels (of `volume`'s grid) added around the box; default half the model's patch at that grid.
+
+        Returns:
+            as `predict`, plus ``"box"``: the (start, stop) per axis of the region segmented finely.
+        """
+        from sassnet_tf.inference.postprocess import largest_connected_component
+
+        volume = np.asarray(volume, dtype=np.float32)
+        self.segment_fn()  # load the network once; the coarse predictor shares it
+        coarse = self.with_settings(stride=self.settings.patch_size).predict(volume)["label"]
+        found = largest_connected_component(coarse)
+        if not found.any():
+            result = self.predict(volume, affine)
+            result["box"] = [(0, n) for n in volume.shape]
+            return result
+        if margin is None:
+            margin = max(self.settings.patch_size) * self.settings.downsample // 2
+        coords = np.argwhere(found)
+        box = [(max(0, int(lo) - margin), min(n, int(hi) + 1 + margin))
+               for lo, hi, n in zip(coords.min(axis=0), coords.max(axis=0), volume.shape)]
+        region = tuple(slice(a, b) for a, b in box)
+        fine = self.predict(volume[region])
+        result = {"probability": np.zeros(volume.shape, np.float32), "label": np.zeros(volume.shape, np.uint8),
+                  "sdm": np.ones(volume.shape, np.float32)}
+        for key in result:
+            result[key][region] = fine[key]
+        if affine is not None:
+            result["affine"] = np.asarray(affine, dtype=np.float64)
+        result["box"] = box
+        return result
+
     def predict(self, volume: np.ndarray, affine: Optional[np.ndarray] = None) -> dict:
         """Segment one preprocessed volume (normalised as the model was trained: `sassnet_tf.data.io.zscore` for a
         raw scan, nothing for an LA ``.h5``).

@@ -44,3 +44,40 @@ def test_bad_models_and_volumes_are_clear_errors(run_and_export, tmp_path):
         Predictor.from_path(str(tmp_path))
     with pytest.raises(ValueError, match="non-empty 3-D"):
         Predictor.from_path(run_and_export[0]).predict(np.zeros((0, 4, 4)))
+
+
+def _voxelwise_predictor(downsample=1):
+    """A Predictor whose 'network' is a per-voxel threshold (image > 1): any tiling gives the same answer."""
+    import tensorflow as tf
+
+    from sassnet_tf.inference.settings import InferenceSettings
+
+    def predict_fn(patches):
+        return {"probability": tf.sigmoid(8.0 * (patches - 1.0)), "sdm": tf.tanh(patches)}
+
+    settings = InferenceSettings((16, 16, 16), (8, 8, 8), batch_size=4, downsample=downsample)
+    return Predictor(lambda: predict_fn, settings, {"kind": "test"})
+
+
+def _ball(shape, centre, radius):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return ((grid - np.array(centre)) ** 2).sum(-1) <= radius ** 2
+
+
+def test_whole_scan_mode_segments_around_the_largest_structure_only():
+    shape = (96, 80, 40)
+    atrium, distractor = _ball(shape, (60, 30, 20), 9), _ball(shape, (10, 70, 8), 3)
+    volume = np.where(atrium | distractor, 3.0, 0.0).astype(np.float32)
+    predictor = _voxelwise_predictor()
+    full = predictor.predict(volume)
+    assert full["label"][distractor].all() and full["label"][atrium].all()  # the plain pass finds both
+    whole = predictor.predict_whole_scan(volume, affine=np.eye(4), margin=4)
+    box = tuple(slice(a, b) for a, b in whole["box"])
+    assert whole["box"] == [(51 - 4, 70 + 4), (21 - 4, 40 + 4), (11 - 4, 30 + 4)]
+    np.testing.assert_array_equal(whole["label"], atrium.astype(np.uint8))  # the distractor is outside the box
+    np.testing.assert_allclose(whole["probability"][box], full["probability"][box], atol=1e-6)
+    assert (whole["sdm"][~np.pad(np.ones([b - a for a, b in whole["box"]], bool),
+                                [(a, n - b) for (a, b), n in zip(whole["box"], shape)])] == 1.0).all()
+    # nothing found by the coarse pass: the normal pass over everything
+    empty = predictor.predict_whole_scan(np.zeros((40, 40, 20), np.float32))
+    assert empty["box"] == [(0, 40), (0, 40), (0, 20)] and not empty["label"].any()
