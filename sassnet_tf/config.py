@@ -35,6 +35,21 @@ def shipped_config(name: str) -> str:
     return path
 
 
+def resolve_config_path(path: str) -> str:
+    """`path` itself when it exists, else the shipped config of that name (``--config la_8labeled.yaml`` works from
+    any directory and after a non-editable install); ConfigError naming both places when neither exists."""
+    if os.path.isfile(path) or os.path.dirname(path):
+        return path if os.path.isfile(path) else _missing(path)
+    shipped = os.path.join(CONFIG_DIR, path)
+    return shipped if os.path.isfile(shipped) else _missing(path)
+
+
+def _missing(path: str) -> str:
+    names = sorted(n for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml")) if os.path.isdir(CONFIG_DIR) else []
+    raise ConfigError(f"{path}: config file not found (neither that path nor a shipped config; shipped: "
+                      f"{', '.join(names)})")
+
+
 def default_config(data_root: Optional[str], labeled: Optional[int]) -> tuple[str, str]:
     """(path, why) of the config used when none is given.
 

@@ -97,13 +97,13 @@ def main(argv: Optional[list] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sassnet_tf.config import ConfigError, shipped_config
+    from sassnet_tf.config import ConfigError, resolve_config_path, shipped_config
     from sassnet_tf.data.errors import DataError
     from sassnet_tf.training.run_dir import RunDirError
 
     overrides = {"train.iterations": str(args.iterations)} if args.iterations else {}
     try:
-        config_path = args.config or shipped_config("phantom_demo.yaml")
+        config_path = resolve_config_path(args.config) if args.config else shipped_config("phantom_demo.yaml")
         result = run(args.output, config_path, overrides, progress=not args.no_progress)
     except (ConfigError, DataError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)

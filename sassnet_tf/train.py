@@ -17,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeled", type=int, help="number of labeled cases: the first N of the train list (data.labeled)")
     p.add_argument("--data-root", help="LA (UA-MT h5) or NIfTI (MSD / nnU-Net) dataset root; omitted: built-in "
                                        "phantom data")
-    p.add_argument("--config", help="YAML config (default: the shipped la_<N>labeled.yaml with data, N = 8 or 16 by "
-                                    "--labeled, phantom_demo.yaml without; configs/README.md)")
+    p.add_argument("--config", help="YAML config: a path, or the name of a shipped one (la_8labeled_half.yaml ...); "
+                                    "default: the shipped la_<N>labeled.yaml with data, N = 8 or 16 by --labeled, "
+                                    "phantom_demo.yaml without (configs/README.md)")
     p.add_argument("--output", help="run folder (default: runs/<config>-<time>)")
     p.add_argument("--iterations", type=int, help="train.iterations")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
@@ -38,7 +39,7 @@ def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sassnet_tf.config import ConfigError, default_config, load_config, parse_overrides
+    from sassnet_tf.config import ConfigError, default_config, load_config, parse_overrides, resolve_config_path
     from sassnet_tf.data.errors import DataError
     from sassnet_tf.training.checkpoint_store import CheckpointStoreError
     from sassnet_tf.training.errors import TrainingDiverged, TrainingInterrupted
@@ -54,7 +55,7 @@ def main(argv: Optional[list] = None) -> int:
         if args.resume and args.config is None and args.output and RunDir(args.output).exists():
             config_path, why = RunDir(args.output).config_path, "the run's own"  # resume with the run's config
         elif args.config:
-            config_path = args.config
+            config_path = resolve_config_path(args.config)
         else:
             config_path, why = default_config(args.data_root, args.labeled)
         config = load_config(config_path, overrides)

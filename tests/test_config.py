@@ -105,3 +105,17 @@ def test_the_shipped_configs_are_in_the_package_and_the_repository_link():
     assert (REPO / "configs").resolve() == shipped.resolve()  # configs/ at the top is the same folder
     for path in shipped.glob("*.yaml"):
         load_config(str(path))  # every shipped config is valid
+
+
+def test_a_config_is_a_path_or_a_shipped_name(tmp_path, monkeypatch):
+    from sassnet_tf.config import CONFIG_DIR, resolve_config_path
+
+    monkeypatch.chdir(tmp_path)  # any directory: the name finds the shipped file
+    assert resolve_config_path("la_8labeled_half.yaml") == str(pathlib.Path(CONFIG_DIR) / "la_8labeled_half.yaml")
+    mine = tmp_path / "la_8labeled_half.yaml"
+    mine.write_text("train:\n  iterations: 5\n")
+    assert resolve_config_path("la_8labeled_half.yaml") == "la_8labeled_half.yaml"  # a file here wins
+    with pytest.raises(ConfigError, match="shipped: .*la_16labeled.yaml"):
+        resolve_config_path("la_3labeled.yaml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        resolve_config_path(str(tmp_path / "sub" / "la_8labeled.yaml"))
