@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--list", default="test.list")
     parser.add_argument("--canvas", type=int, nargs=2, default=(576, 576), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margin", type=int, help="Predictor.predict_whole_scan margin (default: its own)")
+    parser.add_argument("--coarse-overlap", type=float, default=0.5, help="Predictor.predict_whole_scan's (0.5)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
 
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
         crop_seconds = time.perf_counter() - tick
         canvas, canvas_label, offset = embed(case.image, case.label, args.canvas, rng)
         tick = time.perf_counter()
-        whole = predictor.predict_whole_scan(canvas)
+        whole = predictor.predict_whole_scan(canvas, margin=args.margin, coarse_overlap=args.coarse_overlap)
         whole_seconds = time.perf_counter() - tick
         box = whole["box"]
         coords = np.argwhere(canvas_label)
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
     name, flags = cpu_info()
     report = {"cpu_model": f"{name} ({' '.join(sorted(flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))})",
               "model": predictor.description, "settings": predictor.settings.to_metadata(), "list": args.list,
-              "canvas": list(args.canvas), "cases": len(rows), "means": means,
+              "canvas": list(args.canvas), "margin": args.margin, "coarse_overlap": args.coarse_overlap,
+              "cases": len(rows), "means": means,
               "box_held_the_label": sum(r["box_holds_the_label"] for r in rows), "per_case": rows}
     text = json.dumps(report, indent=2, default=str)
     print(text)

@@ -185,20 +185,22 @@ class Predictor:
         return self._segment
 
     def predict_whole_scan(self, volume: np.ndarray, affine: Optional[np.ndarray] = None,
-                           margin: Optional[int] = None) -> dict:
+                           margin: Optional[int] = None, coarse_overlap: float = 0.5) -> dict:
         """Segment an uncropped scan: a coarse pass, then the normal sliding window around what it found.
 
         The LA data (and so every model trained on it) are cropped around the atrium; a new scan's whole field of
         view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
-        with windows side by side (stride = patch: ~1/50 of the paper's windows); (2) the largest connected
-        component of its mask, its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside
-        that box, pasted back into the full grid (outside it: probability 0, label 0, SDM 1 = far outside).
-        Without any foreground in the coarse pass, the normal pass runs over the whole volume.
+        with windows overlapping by `coarse_overlap` (0.5: stride = half the patch, ~1/20 of the paper's windows;
+        0: side by side); (2) the largest connected component of its mask, its bounding box grown by `margin` voxels
+        per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
+        0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
+        whole volume.
 
         Args:
             volume: ``[H, W, D]`` preprocessed scan at its own resolution.
             affine: returned with the outputs, as `predict`.
             margin: voxels (of `volume`'s grid) added around the box; default half the model's patch at that grid.
+            coarse_overlap: fraction of a window the coarse pass's neighbouring windows share, in [0, 1).
 
         Returns:
             as `predict`, plus ``"box"``: the (start, stop) per axis of the region segmented finely.
@@ -207,7 +209,10 @@ class Predictor:
 
         volume = np.asarray(volume, dtype=np.float32)
         self.segment_fn()  # load the network once; the coarse predictor shares it
-        coarse = self.with_settings(stride=self.settings.patch_size).predict(volume)["label"]
+        if not 0.0 <= coarse_overlap < 1.0:
+            raise InferenceSettingsError("coarse_overlap", f": expected a fraction in [0, 1), got {coarse_overlap!r}")
+        stride = tuple(max(1, int(round(p * (1.0 - coarse_overlap)))) for p in self.settings.patch_size)
+        coarse = self.with_settings(stride=stride).predict(volume)["label"]
         found = largest_connected_component(coarse)
         if not found.any():
             result = self.predict(volume, affine)
