@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import yaml
 
@@ -44,7 +44,7 @@ def resolve_config_path(path: str) -> str:
     return shipped if os.path.isfile(shipped) else _missing(path)
 
 
-def _missing(path: str) -> str:
+def _missing(path: str) -> NoReturn:
     names = sorted(n for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml")) if os.path.isdir(CONFIG_DIR) else []
     raise ConfigError(f"{path}: config file not found (neither that path nor a shipped config; shipped: "
                       f"{', '.join(names)})")

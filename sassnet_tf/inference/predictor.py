@@ -76,6 +76,7 @@ class Predictor:
         self._load_predict_fn = load_predict_fn
         self._predict_fn = None
         self._segment = None
+        self._coarse = {}  # stride -> the Predictor of predict_whole_scan's coarse pass
         self.settings = settings
         self.description = description
         self.config = config
@@ -212,7 +213,9 @@ class Predictor:
         if not 0.0 <= coarse_overlap < 1.0:
             raise InferenceSettingsError("coarse_overlap", f": expected a fraction in [0, 1), got {coarse_overlap!r}")
         stride = tuple(max(1, int(round(p * (1.0 - coarse_overlap)))) for p in self.settings.patch_size)
-        coarse = self.with_settings(stride=stride).predict(volume)["label"]
+        if stride not in self._coarse:  # one coarse predictor (one trace) per stride, kept for the next scans
+            self._coarse[stride] = self.with_settings(stride=stride)
+        coarse = self._coarse[stride].predict(volume)["label"]
         found = largest_connected_component(coarse)
         if not found.any():
             result = self.predict(volume, affine)
