@@ -12,8 +12,8 @@ Layout (docs/DESIGN.md)::
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import os
 import shutil
 import time
