@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--canvas", type=int, nargs=2, default=(576, 576), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=int, help="Predictor.predict_whole_scan margin (default: its own)")
-    parser.add_argument("--coarse-overlap", type=float, default=0.5, help="Predictor.predict_whole_scan's (0.5)")
+    parser.add_argument("--coarse-overlap", type=float, default=0.0, help="Predictor.predict_whole_scan's (0)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
 

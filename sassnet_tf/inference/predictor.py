@@ -186,13 +186,13 @@ class Predictor:
         return self._segment
 
     def predict_whole_scan(self, volume: np.ndarray, affine: Optional[np.ndarray] = None,
-                           margin: Optional[int] = None, coarse_overlap: float = 0.5) -> dict:
+                           margin: Optional[int] = None, coarse_overlap: float = 0.0) -> dict:
         """Segment an uncropped scan: a coarse pass, then the normal sliding window around what it found.
 
         The LA data (and so every model trained on it) are cropped around the atrium; a new scan's whole field of
         view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
-        with windows overlapping by `coarse_overlap` (0.5: stride = half the patch, ~1/20 of the paper's windows;
-        0: side by side); (2) the largest connected component of its mask, its bounding box grown by `margin` voxels
+        with windows overlapping by `coarse_overlap` (0: side by side, ~1/50 of the paper's windows; 0.5: stride =
+        half the patch; the value is to be chosen on a development list, not yet done); (2) the largest connected component of its mask, its bounding box grown by `margin` voxels
         per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
         0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
         whole volume.
