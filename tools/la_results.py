@@ -3,11 +3,15 @@
     python tools/la_results.py run sassnet_8                    # train (resuming), evaluate, record the results
     python tools/la_results.py run all --jobs 2                 # every row, two at a time, one thread each
     python tools/la_results.py run sassnet_8 --protocol short   # the 1/5 schedule, which fits one 3-hour session
+    python tools/la_results.py run vnet_16 --protocol official  # half resolution on test.list, three seeds
+    python tools/la_results.py run sassnet_16 --protocol full   # the paper's full-resolution protocol on test.list
     python tools/la_results.py status                           # iteration and state of every row
     python tools/la_results.py table                            # rewrite docs/RESULTS.md and its curves
 
-Two protocols share the rows (methods x labels) and differ only in schedule: `half` ("LA half resolution", the
-paper's 6000 iterations) and `short` (every schedule scaled by 1/5). A row trains `configs/<row config>` (plus the
+Four protocols share the rows (methods x labels): `half` ("LA half resolution", the paper's 6000 iterations) and
+`short` (every schedule scaled by 1/5), scored on the development list below; `official` (half's schedule, three
+seeds) and `full` (the paper's full-resolution configs, one seed, a checkpoint every 50 iterations; with V-Net on all
+80 scans labeled), each also scored on the 20 volumes of `test.list` (records `<row>-seed<S>`). A row trains `configs/<row config>` (plus the
 protocol's overrides) into `runs/la_<protocol>/<row>` (`--resume` when the run folder exists), then evaluates the
 last weights on the 10 held-out cases of `configs/lists/la_eval10.list`, with and without the largest-component
 filter ("NMS"), and copies what a table needs (run.json, config, evaluation summaries, per-case metrics, the training
@@ -51,16 +55,23 @@ class Row:
     method: str
     labeled: int
     unlabeled: int
-    config: str
+    config: str | None  # the half-resolution config (None: the row exists at full resolution only)
     paper: tuple  # Dice %, Jaccard %, ASD, 95HD of the paper's Tables 1-2 (full resolution, official test split)
+    full_config: str | None = None  # the full-resolution config (the paper's protocol)
 
 
 ROWS = (
-    Row("vnet_8", "V-Net", 8, 0, "configs/la_vnet_8labeled_half.yaml", (79.99, 68.12, 5.48, 21.11)),
-    Row("vnet_sdm_8", "V-Net + SDM", 8, 0, "configs/la_vnet_sdm_8labeled_half.yaml", (81.12, 69.75, 6.93, 25.58)),
-    Row("sassnet_8", "SASSNet", 8, 72, "configs/la_8labeled_half.yaml", (86.81, 76.92, 3.94, 12.54)),
-    Row("vnet_16", "V-Net", 16, 0, "configs/la_vnet_16labeled_half.yaml", (86.03, 76.06, 3.51, 14.26)),
-    Row("sassnet_16", "SASSNet", 16, 64, "configs/la_16labeled_half.yaml", (89.27, 80.82, 3.13, 8.83)),
+    Row("vnet_8", "V-Net", 8, 0, "configs/la_vnet_8labeled_half.yaml", (79.99, 68.12, 5.48, 21.11),
+        "configs/la_vnet_8labeled.yaml"),
+    Row("vnet_sdm_8", "V-Net + SDM", 8, 0, "configs/la_vnet_sdm_8labeled_half.yaml", (81.12, 69.75, 6.93, 25.58),
+        "configs/la_vnet_sdm_8labeled.yaml"),
+    Row("sassnet_8", "SASSNet", 8, 72, "configs/la_8labeled_half.yaml", (86.81, 76.92, 3.94, 12.54),
+        "configs/la_8labeled.yaml"),
+    Row("vnet_16", "V-Net", 16, 0, "configs/la_vnet_16labeled_half.yaml", (86.03, 76.06, 3.51, 14.26),
+        "configs/la_vnet_16labeled.yaml"),
+    Row("sassnet_16", "SASSNet", 16, 64, "configs/la_16labeled_half.yaml", (89.27, 80.82, 3.13, 8.83),
+        "configs/la_16labeled.yaml"),
+    Row("vnet_80", "V-Net (all labeled)", 80, 0, None, (91.14, 83.82, 1.52, 5.75), "configs/la_vnet_80labeled.yaml"),
 )
 ROW_BY_KEY = {row.key: row for row in ROWS}
 
@@ -74,6 +85,16 @@ class Protocol:
     # (name, list file) of each evaluation, the first the table's; list files relative to the data root or the repo
     evaluations: tuple = (("la_eval10", EVAL_LIST),)
     seeds: tuple = (None,)  # train.seed of each run of a row; None: the config's, in a folder named after the row
+    full_resolution: bool = False  # train the rows' full-resolution configs (the paper's protocol)
+
+    def config_of(self, row: Row) -> str | None:
+        """The config a row trains under this protocol (None: the row has no run here)."""
+        return row.full_config if self.full_resolution else row.config
+
+    @property
+    def rows(self) -> tuple:
+        """The rows this protocol has a config for."""
+        return tuple(row for row in ROWS if self.config_of(row))
 
     @property
     def eval_dirs(self) -> tuple:
@@ -104,6 +125,14 @@ PROTOCOLS = {
                       "ramp in 40 steps of 30 iterations -- so that a SASSNet row (4.9 s per iteration on the EPYC of "
                       "sessions 1-6) fits in one 3-hour session, whose machine's run folders are not sure to outlive "
                       "it"),
+    "full": Protocol("full", "LA full resolution on the official test split: the paper's protocol",
+                     ("train.checkpoint_every=50",),
+                     "the paper's protocol: full resolution, 112x112x80 patches, stride 18/18/4, 6000 iterations, "
+                     "learning-rate steps at 2500 and 5000; evaluated on the 20 volumes of `test.list` (and on the 10 "
+                     "development cases); one seed (a SASSNet row is ~10 h on these 2-core CPUs), a checkpoint every 50 "
+                     "iterations (a few minutes) so that a run survives stops and moves between machines",
+                     evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337,),
+                     full_resolution=True),
     "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
                          "the paper's 6000 iterations, learning-rate steps at 2500 and 5000 and w(t) ramp (40 steps of "
                          "150 iterations), as `half`; evaluated on the 20 volumes of `test.list` (and on the 10 "
@@ -128,7 +157,8 @@ def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: s
     """
     run = f"{runs}/{run_name(row, seed)}"
     seed_set = () if seed is None else (f"train.seed={seed}",)
-    train = [python, "train.py", "--config", row.config, "--data-root", data_root, "--output", run, "--no-progress",
+    train = [python, "train.py", "--config", protocol.config_of(row), "--data-root", data_root, "--output", run,
+             "--no-progress",
              *[a for item in (*protocol.sets, *seed_set, *sets) for a in ("--set", item)]]
     steps = [(train, None)]
     for name, list_file in protocol.evaluations:
@@ -151,7 +181,7 @@ def row_config(row: Row, protocol: Protocol, seed=None):
     from sassnet_tf.config import load_config, parse_overrides
 
     seed_set = [] if seed is None else [f"train.seed={seed}"]
-    return load_config(os.path.join(REPO, row.config), parse_overrides([*protocol.sets, *seed_set]))
+    return load_config(os.path.join(REPO, protocol.config_of(row)), parse_overrides([*protocol.sets, *seed_set]))
 
 
 def read_json(path: str):
@@ -269,7 +299,7 @@ def record_row(run: str, record: str, eval_dirs=EVAL_DIRS) -> None:
 def record_finished(protocol: Protocol, runs: str, records: str) -> list:
     """Record every run (row and seed) whose folder under `runs` is finished and evaluated; returns their names."""
     recorded = []
-    for row in ROWS:
+    for row in protocol.rows:
         for seed in protocol.seeds:
             name = run_name(row, seed)
             run = os.path.join(runs, name)
@@ -330,7 +360,7 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
              "|---" * 15 + "|"]
     nms_lines = ["| Method | Labeled | Dice % | Jaccard % | ASD | 95HD |", "|---|---|---|---|---|---|"]
     finished = []
-    for row in ROWS:
+    for row in protocol.rows:
         config = row_config(row, protocol)
         record = os.path.join(records, row.key)
         state, done = shown_state(record, os.path.join(runs, row.key), config.train.iterations)
@@ -385,7 +415,7 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
              f"{', '.join(map(str, protocol.seeds))}; a cell is the mean ± sample standard deviation over the row's "
              f"finished seeds (n). Records: `{protocol.records}/<row>-seed<S>`.", ""]
     finished, progress = {}, {}
-    for row in ROWS:
+    for row in protocol.rows:
         finished[row.key], progress[row.key] = [], []
         for seed in protocol.seeds:
             config = row_config(row, protocol, seed)
@@ -402,7 +432,7 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
                       " | ".join(label for _, label in METRIC_COLUMNS) +
                       (" | paper Dice | paper Jaccard | paper ASD | paper 95HD |" if index == 0 and not nms else " |"),
                       "|---" * (8 + (4 if index == 0 and not nms else 0)) + "|"]
-            for row in ROWS:
+            for row in protocol.rows:
                 metrics = seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)
                 cells = " | ".join(_mean_std(metrics[column]) for column, _ in METRIC_COLUMNS)
                 paper = "".join(f" {v:.2f} |" for v in row.paper) if index == 0 and not nms else ""
@@ -410,10 +440,10 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
                              f"{paper}")
             lines.append("")
             if index == 0 and not nms:
-                lines += _comparisons(finished, eval_dir)
+                lines += _comparisons(protocol.rows, finished, eval_dir)
     lines += ["### Every seed", "", "| Run | seed | Dice % | Jaccard % | ASD | 95HD | median Dice % | +NMS Dice % | "
               "precision | state |", "|---" * 10 + "|"]
-    for row in ROWS:
+    for row in protocol.rows:
         for seed, state, iterations in progress[row.key]:
             record = os.path.join(records, run_name(row, seed))
             done = is_done(state, iterations)
@@ -425,11 +455,11 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
     return lines + [""]
 
 
-def _comparisons(finished: dict, eval_dir: str) -> list:
+def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:
     """Markdown lines: SASSNet minus V-Net mean Dice at each label count, against the seeds' spread."""
     lines = []
-    for labeled in sorted({row.labeled for row in ROWS}):
-        pair = [next((r for r in ROWS if r.method == method and r.labeled == labeled), None)
+    for labeled in sorted({row.labeled for row in rows}):
+        pair = [next((r for r in rows if r.method == method and r.labeled == labeled), None)
                 for method in ("SASSNet", "V-Net")]
         if None in pair:
             continue
@@ -472,12 +502,14 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
     with open(os.path.join(REPO, EVAL_LIST), encoding="utf-8") as fh:
         cases = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
     lines = [
-        "# LA results: half-resolution protocols",
+        "# LA results",
         "",
-        "First the official split: every row trained with three seeds and scored on the 20 volumes of `test.list`,",
-        "the paper's test set (`--protocol official`); then the development tables of sessions 1-9, one seed each,",
-        "scored on 10 cases of `train.list` (`" + EVAL_LIST + "`). No checkpoint, setting or recipe was chosen by",
-        "`test.list` scores: every row uses its last weights and the reference's settings.",
+        "First the paper's protocol at full resolution on the official split (`--protocol full`, one seed: ~10 h a",
+        "SASSNet row on 2 cores); then the half-resolution rows with three seeds on the same split (`--protocol",
+        "official`); both are scored on the 20 volumes of `test.list`, the paper's test set. Then the development",
+        "tables of sessions 1-9, one seed each, scored on 10 cases of `train.list` (`" + EVAL_LIST + "`). No",
+        "checkpoint, setting or recipe was chosen by `test.list` scores: every row uses its last weights and the",
+        "reference's settings.",
         "",
         f"Snapshot of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, generated by "
         "`python tools/la_results.py table` from the records under `" + RECORDS + "` (a row shows numbers only",
@@ -527,7 +559,7 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
             lines += [f"`run <row>{option}` trains and scores every seed ({', '.join(map(str, protocol.seeds))}); "
                       f"`--seeds S` one of them. The lines below are seed {seed}'s; another seed's are the same with "
                       f"`-seed<S>` and `train.seed=<S>`.", ""]
-        for row in ROWS:
+        for row in protocol.rows:
             lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
                       "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root, seed)], "  ```", ""]
     lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
@@ -651,10 +683,12 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: li
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "status", "table"])
-    parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)}, or all")
+    parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)} (vnet_80: --protocol full "
+                                                "only), or all")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
-                        help="`run`: half (the paper's schedule, default), short (1/5 schedule) or official (half's "
-                             "schedule, scored on test.list, three seeds)")
+                        help="`run`: half (the paper's schedule, default), short (1/5 schedule), official (half's "
+                             "schedule, scored on test.list, three seeds) or full (the paper's full-resolution "
+                             "protocol on test.list)")
     parser.add_argument("--runs", help="`run`: folder of the run folders (default runs/la_<protocol>)")
     parser.add_argument("--data-root", default=DEFAULT_ROOT, help=f"LA dataset root (default {DEFAULT_ROOT})")
     parser.add_argument("--output", default="docs/RESULTS.md", help="`table`: the Markdown file written")
@@ -666,12 +700,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="`run`: the seeds to run (default: every seed of the protocol; only protocols with seeds)")
     args = parser.parse_args(argv)
-    if args.rows == ["all"]:
-        args.rows = list(ROW_BY_KEY)
-    unknown = [r for r in args.rows if r not in ROW_BY_KEY]
-    if unknown:
-        parser.error(f"unknown row(s) {', '.join(unknown)}; rows are {', '.join(ROW_BY_KEY)}")
     protocol = PROTOCOLS[args.protocol]
+    keys = [row.key for row in protocol.rows]
+    if args.rows == ["all"]:
+        args.rows = keys
+    unknown = [r for r in args.rows if r not in keys]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)} for --protocol {protocol.key}; its rows are {', '.join(keys)}")
     if args.command == "run":
         if not args.rows:
             parser.error("run: name the rows to run")
@@ -686,7 +721,7 @@ def main(argv=None) -> int:
                         args.set, args.jobs, seeds=args.seeds)
     if args.command == "status":
         for p in PROTOCOLS.values():
-            for row in ROWS:
+            for row in p.rows:
                 for seed in p.seeds:
                     iterations = row_config(row, p, seed).train.iterations
                     name = run_name(row, seed)

@@ -26,17 +26,37 @@ def _write(path, obj):
 def test_rows_configs_exist_and_match_the_labels():
     from sassnet_tf.config import load_config
 
+    modes = {"V-Net": "supervised", "V-Net (all labeled)": "supervised", "V-Net + SDM": "sdm", "SASSNet": "sassnet"}
     for row in la_results.ROWS:
-        config = load_config(str(REPO / row.config))
-        assert config.data.labeled == row.labeled and config.data.downsample == 2
-        assert config.train.mode == {"V-Net": "supervised", "V-Net + SDM": "sdm", "SASSNet": "sassnet"}[row.method]
+        for path, downsample, patch in ((row.config, 2, (64, 64, 48)), (row.full_config, 1, (112, 112, 80))):
+            if path is None:
+                continue
+            config = load_config(str(REPO / path))
+            assert config.data.labeled == row.labeled and config.data.downsample == downsample, path
+            assert config.data.patch_size == patch and config.train.iterations == 6000, path
+            assert config.train.mode == modes[row.method], path
+            assert config.data.unlabeled_bs == (2 if row.unlabeled else 0), path
+    assert [row.key for row in la_results.PROTOCOLS["half"].rows] == ["vnet_8", "vnet_sdm_8", "sassnet_8", "vnet_16",
+                                                                    "sassnet_16"]
+    assert [row.key for row in la_results.PROTOCOLS["full"].rows][-1] == "vnet_80"
+
+
+def test_the_full_protocol_trains_the_paper_s_configs_and_checkpoints_often():
+    full = la_results.PROTOCOLS["full"]
+    config = la_results.row_config(la_results.ROW_BY_KEY["sassnet_8"], full, 1337)
+    assert config.data.patch_size == (112, 112, 80) and config.data.downsample == 1
+    assert config.train.consistency == 0.015 and config.train.checkpoint_every == 50 and config.train.seed == 1337
+    train = la_results.row_commands(la_results.ROW_BY_KEY["vnet_80"], full, seed=1337)[0]
+    assert "--config configs/la_vnet_80labeled.yaml" in train and "--output runs/la_full/vnet_80-seed1337" in train
+    with pytest.raises(SystemExit):
+        la_results.main(["run", "vnet_80", "--protocol", "half", "--data-root", "."])
     cases = [c for c in (REPO / la_results.EVAL_LIST).read_text().splitlines() if c and not c.startswith("#")]
     assert len(cases) == len(set(cases)) == 10
 
 
 def test_protocols_differ_only_in_schedule_and_print_quoted_commands():
     half, short = la_results.PROTOCOLS["half"], la_results.PROTOCOLS["short"]
-    for row in la_results.ROWS:
+    for row in half.rows:
         a, b = la_results.row_config(row, half).to_dict(), la_results.row_config(row, short).to_dict()
         assert (a["train"]["iterations"], b["train"]["iterations"]) == (6000, 1200)
         assert (list(a["train"]["lr_decay_steps"]), list(b["train"]["lr_decay_steps"])) == ([2500, 5000], [500, 1000])
