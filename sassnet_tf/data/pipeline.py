@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -248,16 +248,6 @@ def make_validation_dataset(cases, patch_size, batch_size: int = 2):
 
 
 # ------------------------------------------------------------------------------------------------ reading
-
-
-def iterate_volumes(layout, ids: Sequence[str], read_label: bool = True) -> Iterator[Case]:
-    """Yield the cases `ids` of a `DatasetLayout` one at a time (one volume in memory at a time).
-
-    Raises:
-        DataError: for the first case that is missing or invalid (naming it).
-    """
-    for case_id in ids:
-        yield layout.load(case_id, read_label=read_label)
 
 
 def load_cases(layout, ids: Sequence[str], read_label: bool = True) -> list:

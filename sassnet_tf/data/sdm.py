@@ -79,16 +79,3 @@ def compute_sdm(label: np.ndarray) -> np.ndarray:
     sdm = _normalised(negdis) - _normalised(posdis)
     sdm[inner_boundary(fg)] = 0.0
     return sdm.astype(np.float32)
-
-
-def compute_sdm_batch(labels: np.ndarray) -> np.ndarray:
-    """`compute_sdm` of each patch of a ``[B, H, W, D]`` (or ``[B, H, W, D, 1]``) batch; same shape, float32."""
-    labels = np.asarray(labels)
-    squeeze = labels.ndim == 5 and labels.shape[-1] == 1
-    core = labels[..., 0] if squeeze else labels
-    if core.ndim != 4:
-        raise ValueError(f"compute_sdm_batch: labels have shape {labels.shape}, expected [B, H, W, D] or "
-                         "[B, H, W, D, 1]")
-    out = np.stack([compute_sdm(core[b]) for b in range(core.shape[0])]) if core.shape[0] else \
-        np.zeros(core.shape, np.float32)
-    return out[..., None] if squeeze else out

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from scipy.ndimage import distance_transform_edt
 
-from sassnet_tf.data.sdm import compute_sdm, compute_sdm_batch, inner_boundary
+from sassnet_tf.data.sdm import compute_sdm, inner_boundary
 
 segmentation = pytest.importorskip("skimage.segmentation")
 
@@ -104,18 +104,6 @@ def test_all_foreground_is_finite_and_inside():
     assert not compute_sdm(np.ones((2, 5, 5))).any()  # no interior at all: zeros, not NaN
 
 
-def test_batch():
-    labels = np.stack([anatomy_like(), np.zeros((40, 36, 24), np.uint8), np.ones((40, 36, 24), np.uint8)])
-    out = compute_sdm_batch(labels)
-    assert out.shape == labels.shape and out.dtype == np.float32
-    for b in range(3):
-        np.testing.assert_array_equal(out[b], compute_sdm(labels[b]))
-    np.testing.assert_array_equal(compute_sdm_batch(labels[..., None])[..., 0], out)
-    assert compute_sdm_batch(np.zeros((0, 4, 4, 4))).shape == (0, 4, 4, 4)
-
-
 def test_wrong_rank():
     with pytest.raises(ValueError, match="one \\[H, W, D\\] patch"):
         compute_sdm(np.zeros((4, 4)))
-    with pytest.raises(ValueError, match="expected \\[B, H, W, D\\]"):
-        compute_sdm_batch(np.zeros((4, 4, 4)))
