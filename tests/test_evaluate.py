@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sassnet_tf import evaluate as ev
+from sassnet_tf import evaluation_report as report
 
 
 # --------------------------------------------------------------------------------------------- pure helpers
@@ -28,9 +29,9 @@ def test_overlay_png(tmp_path):
     label[5:12, 4:10, 3:7] = 1
     prediction = np.roll(label, 2, axis=0)
     path = tmp_path / "png" / "case.png"
-    ev.save_overlay_png(str(path), image, label, prediction, "case")
+    report.save_overlay_png(str(path), image, label, prediction, "case")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    ev.save_overlay_png(str(tmp_path / "empty.png"), image, np.zeros_like(label), np.zeros_like(label), "empty")
+    report.save_overlay_png(str(tmp_path / "empty.png"), image, np.zeros_like(label), np.zeros_like(label), "empty")
     assert (tmp_path / "empty.png").stat().st_size > 0
 
 
