@@ -11,7 +11,7 @@ from typing import Optional
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py", description=__doc__,
+        description=__doc__,
         epilog="Any config key can be overridden as section.key=value, e.g. train.base_lr=0.02 data.labeled_bs=4 "
                "(see configs/README.md for every key).")
     p.add_argument("--labeled", type=int, help="number of labeled cases: the first N of the train list (data.labeled)")
