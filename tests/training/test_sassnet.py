@@ -163,7 +163,7 @@ def test_discriminator_step_reports_its_loss_and_accuracy():
     images = tf.concat([batch["labeled_image"], batch["unlabeled_image"]], 0)
     sdm = tf.cast(model.vnet(images, training=False)["sdm"], tf.float32)
     logits = model.discriminator((sdm, images), training=True).numpy().astype(np.float64)  # before D's update
-    target = np.array([1, 0, 0, 0])  # n_labeled = 1: an accuracy of 0.5 is impossible, a constant one shows
+    target = np.array([1, 0, 0, 0])  # n_labeled = 1: a constant prediction scores 0.25 or 0.75, not 0.5
     model._discriminator_step(images, sdm, tf.constant(1), 1)
     expected_loss = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(4), target])
     expected_accuracy = np.mean(np.argmax(logits, 1) == target)
