@@ -43,15 +43,14 @@ def _progress(done: int, total: int, name: str, note: str) -> str:
 def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool,
                  whole_scan: bool = False) -> str:
     """Segment one scan and write its mask (and probability map); returns a short note for the progress line."""
-    import nibabel as nib
     import numpy as np
 
-    from sassnet_tf.data.io import read_case, write_nifti
+    from sassnet_tf.data.io import nifti_header, output_header, read_case, write_nifti
 
     nifti = not path.lower().endswith(".h5")
     method = "zscore" if normalize == "zscore" or (normalize == "auto" and nifti) else "none"
     case = read_case(path, read_label=False, normalize=method)
-    header = nib.load(path).header.copy() if nifti else None
+    header = nifti_header(path)
     tick = time.perf_counter()
     out = predictor.predict_whole_scan(case.image) if whole_scan else predictor.predict(case.image)
     label = out["label"]
@@ -61,19 +60,11 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
         label = largest_connected_component(label)
     seconds = time.perf_counter() - tick
 
-    def with_dtype(dtype):
-        if header is None:
-            return None
-        h = header.copy()
-        h.set_data_dtype(dtype)
-        h.set_slope_inter(None, None)  # the scan's intensity scaling does not apply to a mask
-        return h
-
     name = _stem(os.path.basename(path))
-    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine, header=with_dtype(np.uint8))
+    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine, header=output_header(header, np.uint8))
     if probabilities:
         write_nifti(os.path.join(output, f"{name}_probability.nii.gz"), out["probability"], case.affine,
-                    header=with_dtype(np.float32))
+                    header=output_header(header, np.float32))
     box = f", segmented inside {[list(b) for b in out['box']]}" if whole_scan else ""
     return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}"
 

@@ -133,6 +133,25 @@ def zscore(image: np.ndarray) -> np.ndarray:
     return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
+def nifti_header(path: str):
+    """A copy of the NIfTI header of `path` (None for an ``.h5`` file), to give outputs the scan's geometry."""
+    if not os.fspath(path).lower().endswith(NIFTI_EXTENSIONS):
+        return None
+    import nibabel as nib
+
+    return nib.load(path).header.copy()
+
+
+def output_header(header, dtype):
+    """The scan's `header` for an output of `dtype` (None stays None): the scan's intensity scaling not carried over."""
+    if header is None:
+        return None
+    header = header.copy()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(None, None)
+    return header
+
+
 def write_nifti(path: str, array: np.ndarray, affine: np.ndarray, header=None) -> None:
     """Write `array` as a NIfTI file (``.nii`` or ``.nii.gz``) atomically.
 

@@ -343,25 +343,6 @@ class SegmentationClient:
 # --------------------------------------------------------------------------------------------------- command
 
 
-def _input_header(path: str):
-    """The NIfTI header of the input (None for an .h5 file)."""
-    if not path.lower().endswith((".nii", ".nii.gz")):
-        return None
-    import nibabel as nib
-
-    return nib.load(path).header.copy()
-
-
-def _output_header(header, dtype: np.dtype):
-    """The input's header for an output of ``dtype``: no intensity scaling carried over."""
-    if header is None:
-        return None
-    header = header.copy()
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(None, None)
-    return header
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sassnet-client", description="Segment a scan with a model served by TensorFlow Serving (or sassnet-serve)."
@@ -404,11 +385,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.retries < 0 or not args.timeout > 0:
         return _fail(f"--retries must be >= 0 and --timeout > 0 (got {args.retries}, {args.timeout})")
     from sassnet_tf.data.errors import DataError
-    from sassnet_tf.data.io import read_case, write_nifti
+    from sassnet_tf.data.io import nifti_header, output_header, read_case, write_nifti
 
     try:
         case = read_case(args.input, read_label=False)
-        header = _input_header(args.input)
+        header = nifti_header(args.input)
     except (DataError, OSError) as err:
         return _fail(f"cannot read --input {args.input}: {err}")
     except Exception as err:  # nibabel's own exception types for a damaged header
@@ -436,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outputs.append((args.sdm_output, result["sdm"]))
     try:
         for path, array in outputs:
-            write_nifti(path, array, case.affine, header=_output_header(header, array.dtype))
+            write_nifti(path, array, case.affine, header=output_header(header, array.dtype))
     except (DataError, OSError) as err:
         return _fail(f"cannot write the output: {err}")
     seconds = time.perf_counter() - start
