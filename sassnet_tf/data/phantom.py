@@ -315,14 +315,21 @@ def _label_box(field: np.ndarray) -> list:
 # ------------------------------------------------------------------------------------------------ one case
 
 
-def phantom_case(shape=NOMINAL_SHAPE, seed=0, return_parts: bool = False):
+def phantom_case(shape=NOMINAL_SHAPE, seed=0, return_parts: bool = False, field_of_view=None):
     """Generate one phantom case.
 
     Args:
         shape: median (H, W, D); H and W of the case vary around it, D is kept.
         seed: an int or a sequence of ints (the dataset uses ``(seed, split, index)``).
         return_parts: also return a dict: ``confounders`` (mask of the bright unlabeled structures: neighbours and
-            vein continuations), ``names`` (the neighbours present), ``wall`` (mask).
+            vein continuations), ``names`` (the neighbours present), ``wall`` (mask), ``crop`` (the crop's
+            (start, stop) per axis in the returned grid).
+        field_of_view: None (the crop, as the LA release) or (H, W): the same anatomy rendered on the scan's whole
+            field of view, like a user's uncropped scan: the crop at a random place in it, the heart's neighbours
+            and vein continuations beyond the crop, more lung, fat and tissue, a body outline with a bright
+            subcutaneous fat layer, air outside, and the crop's own intensity normalisation (so the crop's region
+            looks as the crop would). Sizes smaller than the crop are raised to it. The crop mode's output does
+            not depend on this option's existence (same draws).
 
     Returns:
         ``(image float32 [H, W, D], label uint8 [H, W, D])`` (+ parts).
@@ -366,6 +373,18 @@ def phantom_case(shape=NOMINAL_SHAPE, seed=0, return_parts: bool = False):
     room = max(depth - extent[2] * scale[2] - 6, 0.0) / 2
     offset = np.array([margins[0, 0] - box_lo[0] * scale[0], margins[1, 0] - box_lo[1] * scale[1],
                        depth / 2 - centre_z + rng.uniform(-1, 1) * min(room, 0.08 * depth)])
+    crop_size = size.copy()
+    place = np.zeros(3, int)  # the crop's start in the rendered grid
+    if field_of_view is not None:
+        fov = [int(v) for v in field_of_view]
+        if len(fov) != 2 or min(fov) < 1:
+            raise DataError(f"phantom field_of_view {field_of_view}: expected (H, W) voxels")
+        size = np.array([max(fov[0], size[0]), max(fov[1], size[1]), depth])
+        for a in range(2):  # the heart near the middle of the chest: the crop's centre within +-20 % of it
+            centre = size[a] / 2 + rng.uniform(-0.2, 0.2) * size[a]
+            place[a] = int(np.clip(round(centre - crop_size[a] / 2), 0, size[a] - crop_size[a]))
+        offset = offset + place
+    crop = [(int(p), int(p + n)) for p, n in zip(place, crop_size)]
     grid = _Grid(size, scale, offset)
     voxel = float(scale.mean())  # voxels per world unit, for soft edges and gaps
 
@@ -400,28 +419,33 @@ def phantom_case(shape=NOMINAL_SHAPE, seed=0, return_parts: bool = False):
     np.maximum(f_conf, -f_label, out=f_conf)
     heart = np.minimum(f_label, f_conf)
 
+    def cells(base):  # the same texture scale in a larger field of view
+        return tuple(int(np.ceil(c * n / m)) for c, n, m in zip(base, shp, crop_size))
+
     # 4) Intensities (blood about 1): tissue, lungs, fat, a patchy wall with scar, neighbours, label.
     tissue = rng.uniform(0.28, 0.4)
-    image = _grid_noise(rng, shp, (14, 12, 7))
+    image = _grid_noise(rng, shp, cells((14, 12, 7)))
     image *= 0.12 * tissue  # +-12 % texture
     image += tissue
-    lungs = (_grid_noise(rng, shp, (5, 5, 3)) > rng.uniform(0.5, 1.0)) & (heart > 12.0 / voxel)
+    lungs = (_grid_noise(rng, shp, cells((5, 5, 3))) > rng.uniform(0.5, 1.0)) & (heart > 12.0 / voxel)
     image[lungs] = rng.uniform(0.04, 0.1)
-    fat = np.clip((_grid_noise(rng, shp, (16, 14, 8)) - 1.6) * 2.0, 0.0, 1.0)
+    fat = np.clip((_grid_noise(rng, shp, cells((16, 14, 8))) - 1.6) * 2.0, 0.0, 1.0)
     fat[heart < 2.0 / voxel] = 0.0
     image += fat * (rng.uniform(0.6, 0.85) - image)
-    patches = _grid_noise(rng, shp, (9, 8, 5))
+    patches = _grid_noise(rng, shp, cells((9, 8, 5)))
     wall = (f_label > 0) & (f_label < rng.uniform(1.5, 3.0) / voxel) & (patches > -0.3)
     image[wall] = rng.uniform(0.3, 0.45)
     image[wall & (patches > 1.0)] = rng.uniform(0.9, 1.2)
-    blood = _grid_noise(rng, shp, (8, 7, 5))
+    blood = _grid_noise(rng, shp, cells((8, 7, 5)))
     blood *= 0.08
     blood += 1.0
     image += occupancy(f_conf) * (level * blood - image)
     image += occupancy(f_label) * (blood - image)
+    if field_of_view is not None:
+        _body_outline(rng, image, crop)
 
     # 5) Acquisition: bias field, Rician noise; normalisation like the LA release's crops.
-    image *= np.exp(rng.uniform(0.1, 0.3) * _grid_noise(rng, shp, (3, 3, 3)))
+    image *= np.exp(rng.uniform(0.1, 0.3) * _grid_noise(rng, shp, cells((3, 3, 3))))
     sigma = rng.uniform(0.07, 0.14)
     real = rng.standard_normal(shp, dtype=np.float32)
     real *= sigma
@@ -429,14 +453,33 @@ def phantom_case(shape=NOMINAL_SHAPE, seed=0, return_parts: bool = False):
     imag = rng.standard_normal(shp, dtype=np.float32)
     imag *= sigma
     image = np.sqrt(real * real + imag * imag)
-    sample = image[::3, ::3, ::2]  # statistics of a subsample: as good, much faster
+    region = tuple(slice(a, b) for a, b in crop)  # the crop's statistics, also in a whole field of view
+    sample = image[region][::3, ::3, ::2]  # statistics of a subsample: as good, much faster
     image -= sample.mean()
     image *= rng.uniform(0.8, 1.2) / max(float(sample.std()), 1e-6)
     image += rng.uniform(0.6, 1.2)
     label = label.astype(np.uint8)
     if not return_parts:
         return image, label
-    return image, label, {"confounders": f_conf < 0, "names": names, "wall": wall}
+    return image, label, {"confounders": f_conf < 0, "names": names, "wall": wall, "crop": crop}
+
+
+def _body_outline(rng: np.random.Generator, image: np.ndarray, crop) -> None:
+    """In place: an elliptical body section holding the crop, a bright subcutaneous fat layer inside its edge, air
+    (0) outside; the ellipse wobbles slowly along the slices."""
+    h, w, d = image.shape
+    centre = np.array([h, w], float) / 2 + rng.uniform(-0.03, 0.03, 2) * np.array([h, w])
+    semi = np.array([h, w], float) * rng.uniform(0.4, 0.47, 2)
+    corners = np.array([[a, b] for a in crop[0] for b in crop[1]], float)
+    reach = np.sqrt((((corners - centre) / semi) ** 2).sum(axis=1)).max()
+    semi *= max(1.0, reach * 1.08)  # the crop (the heart) lies well inside the body
+    x = (np.arange(h, dtype=np.float32)[:, None] - centre[0]) / semi[0]
+    y = (np.arange(w, dtype=np.float32)[None, :] - centre[1]) / semi[1]
+    radius = np.sqrt(x * x + y * y)[:, :, None] * (1.0 + 0.03 * _grid_noise(rng, (1, 1, d), (1, 1, 3)))
+    thickness = rng.uniform(0.04, 0.08)
+    fat = (radius <= 1.0) & (radius > 1.0 - thickness)
+    image[fat] = rng.uniform(0.7, 0.9)
+    image[radius > 1.0] = 0.0
 
 
 # ------------------------------------------------------------------------------------------------ datasets

@@ -147,3 +147,26 @@ def test_ensure_is_safe_when_two_callers_race(tmp_path):
     assert errors == [] and len(results) == 2 and results[0] == results[1]
     assert open_dataset(results[0]).read_list("train.list") == ["phantom-train-000", "phantom-train-001"]
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+def test_field_of_view_renders_the_same_case_around_its_crop():
+    """field_of_view: the crop's anatomy in a larger scan; the crop's label unchanged, the crop's region normalised
+    as the crop, air outside the body, and bright unlabeled structures beyond the crop."""
+    crop_image, crop_label = phantom_case(SMALL, seed=(3, 1, 0))
+    image, label, parts = phantom_case(SMALL, seed=(3, 1, 0), return_parts=True, field_of_view=(160, 150))
+    assert image.shape == label.shape == (160, 150, SMALL[2]) and np.isfinite(image).all()
+    region = tuple(slice(a, b) for a, b in parts["crop"])
+    assert [b - a for a, b in parts["crop"]] == list(crop_label.shape)
+    np.testing.assert_array_equal(label[region], crop_label)
+    assert label.sum() == crop_label.sum()  # nothing labeled outside the crop
+    inner = image[region]  # the crop's normalisation (test_case_sanity's ranges); the field's is not
+    assert 0.4 < inner.mean() < 1.4 and 0.7 < inner.std() < 1.3 and image.mean() < inner.mean() - 0.3
+    corners = image[:8, :8], image[-8:, -8:]
+    assert all(c.mean() < image[region].mean() - 0.5 for c in corners)  # air
+    outside = np.ones(label.shape, bool)
+    outside[region] = False
+    assert (image[outside] > 1.5).mean() > 0.001  # the fat layer and other bright structures
+    with pytest.raises(DataError, match="field_of_view"):
+        phantom_case(SMALL, seed=0, field_of_view=(160,))
+    small = phantom_case(SMALL, seed=(3, 1, 0), field_of_view=(8, 8))[0]  # smaller than the crop: the crop's size
+    assert small.shape == crop_image.shape
