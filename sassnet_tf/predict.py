@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probability.nii.gz")
     p.add_argument("--whole-scan", action="store_true",
                    help="uncropped scans: a coarse pass over the whole field of view, then the normal sliding window "
-                        "inside the largest component's box (Predictor.predict_whole_scan)")
+                        "inside the box of its thickest component (Predictor.predict_whole_scan; docs/results/whole_scan.md)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those scans)")
     p.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores)")
     return p

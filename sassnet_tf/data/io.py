@@ -222,7 +222,7 @@ def _filter_and_sample(volume: np.ndarray, factor: int) -> np.ndarray:
 def downsample_volume(image: np.ndarray, factor: int) -> np.ndarray:
     """Reduce a float volume by an integer `factor` per axis.
 
-    Output voxel ``j`` lies at input position ``j * factor`` (the convention `evaluate.resize_linear(...,
+    Output voxel ``j`` lies at input position ``j * factor`` (the convention `inference.resample.resize_linear(...,
     factor=...)` inverts; shape ``ceil(n / factor)``); its value is the tent-weighted (linear-interpolation
     kernel) average of the input voxels within ``factor`` of that position, an anti-aliased subsampling.
 

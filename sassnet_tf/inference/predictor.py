@@ -186,14 +186,15 @@ class Predictor:
         return self._segment
 
     def predict_whole_scan(self, volume: np.ndarray, affine: Optional[np.ndarray] = None,
-                           margin: Optional[int] = None, coarse_overlap: float = 0.0) -> dict:
+                           margin: Optional[int] = None, coarse_overlap: float = 0.0,
+                           component: str = "deepest") -> dict:
         """Segment an uncropped scan: a coarse pass, then the normal sliding window around what it found.
 
         The LA data (and so every model trained on it) are cropped around the atrium; a new scan's whole field of
         view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
         with windows overlapping by `coarse_overlap` (0: side by side, ~1/50 of the paper's windows; 0.5: stride =
-        half the patch; the value is to be chosen on a development list, not yet done); (2) the largest connected component of its mask, its bounding box grown by `margin` voxels
-        per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
+        half the patch); (2) one connected component of its mask (`component`), its bounding box grown by `margin`
+        voxels per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
         0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
         whole volume.
 
@@ -202,29 +203,40 @@ class Predictor:
             affine: returned with the outputs, as `predict`.
             margin: voxels (of `volume`'s grid) added around the box; default half the model's patch at that grid.
             coarse_overlap: fraction of a window the coarse pass's neighbouring windows share, in [0, 1).
+            component: "deepest" (the one holding the voxel farthest from the background: the atrium is a compact
+                body, the false positives in unseen anatomy -- a fat layer, vessels, noise -- are thin or fragmented
+                even when they have more voxels) or "largest" (most voxels). docs/results/whole_scan.md compares them.
 
         Returns:
             as `predict`, plus ``"box"``: the (start, stop) per axis of the region segmented finely.
         """
-        from sassnet_tf.inference.postprocess import largest_connected_component
+        from sassnet_tf.inference.postprocess import deepest_connected_component, largest_connected_component
 
         volume = np.asarray(volume, dtype=np.float32)
         self.segment_fn()  # load the network once; the coarse predictor shares it
+        pick = {"deepest": deepest_connected_component, "largest": largest_connected_component}.get(component)
+        if pick is None:
+            raise InferenceSettingsError("component", f": expected 'deepest' or 'largest', got {component!r}")
         if not 0.0 <= coarse_overlap < 1.0:
             raise InferenceSettingsError("coarse_overlap", f": expected a fraction in [0, 1), got {coarse_overlap!r}")
         stride = tuple(max(1, int(round(p * (1.0 - coarse_overlap)))) for p in self.settings.patch_size)
         if stride not in self._coarse:  # one coarse predictor (one trace) per stride, kept for the next scans
             self._coarse[stride] = self.with_settings(stride=stride)
-        coarse = self._coarse[stride].predict(volume)["label"]
-        found = largest_connected_component(coarse)
+        # The coarse pass stays on the model's grid (8x fewer voxels to label and rank at downsample 2); its
+        # voxel j covers input voxels within `factor` of j * factor (`downsample_volume`).
+        from sassnet_tf.data.io import downsample_volume
+
+        factor = self.settings.downsample
+        low = downsample_volume(volume, factor) if factor > 1 else volume
+        found = pick(self._coarse[stride].segment_fn()(np.ascontiguousarray(low))["label"].numpy())
         if not found.any():
             result = self.predict(volume, affine)
             result["box"] = [(0, n) for n in volume.shape]
             return result
         if margin is None:
-            margin = max(self.settings.patch_size) * self.settings.downsample // 2
+            margin = max(self.settings.patch_size) * factor // 2
         coords = np.argwhere(found)
-        box = [(max(0, int(lo) - margin), min(n, int(hi) + 1 + margin))
+        box = [(max(0, int(lo) * factor - (factor - 1) - margin), min(n, int(hi) * factor + factor + margin))
                for lo, hi, n in zip(coords.min(axis=0), coords.max(axis=0), volume.shape)]
         region = tuple(slice(a, b) for a, b in box)
         fine = self.predict(volume[region])

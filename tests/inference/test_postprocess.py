@@ -60,3 +60,29 @@ def test_empty_mask_and_tie():
 def test_bad_connectivity(connectivity):
     with pytest.raises(ValueError, match="connectivity"):
         largest_connected_component(np.ones((3, 3, 3)), connectivity=connectivity)
+
+
+def test_deepest_component_is_the_thickest_not_the_largest():
+    from sassnet_tf.inference.postprocess import deepest_connected_component
+
+    shape = (60, 60, 20)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    r = np.sqrt(((grid[..., :2] - 30) ** 2).sum(-1))
+    ring = (r > 26) & (r <= 29)  # a thin shell (a fat layer): more voxels than the ball
+    ball = ((grid - [30, 30, 10]) ** 2).sum(-1) <= 6 ** 2
+    mask = ring | ball
+    assert ring.sum() > ball.sum()
+    np.testing.assert_array_equal(largest_connected_component(mask), ring.astype(np.uint8))
+    np.testing.assert_array_equal(deepest_connected_component(mask), ball.astype(np.uint8))
+    # outside the array is background: a slab along the border is as thin as it looks
+    slab = np.zeros(shape, bool)
+    slab[:3] = True
+    np.testing.assert_array_equal(deepest_connected_component(slab | ball), ball.astype(np.uint8))
+    assert not deepest_connected_component(np.zeros(shape)).any()
+    # equal depth: the larger one
+    two = np.zeros((20, 40), bool)
+    two[2:7, 2:7] = True
+    two[2:7, 10:30] = True
+    assert deepest_connected_component(two, connectivity=2).sum() == 5 * 20
+    with pytest.raises(ValueError, match="deepest_connected_component: connectivity"):
+        deepest_connected_component(two, connectivity=3)

@@ -81,3 +81,25 @@ def test_whole_scan_mode_segments_around_the_largest_structure_only():
     # nothing found by the coarse pass: the normal pass over everything
     empty = predictor.predict_whole_scan(np.zeros((40, 40, 20), np.float32))
     assert empty["box"] == [(0, 40), (0, 40), (0, 20)] and not empty["label"].any()
+
+
+def test_whole_scan_mode_finds_the_thick_structure_not_a_larger_thin_one():
+    """A bright fat layer around the body outnumbers the atrium's voxels: "deepest" boxes the atrium, "largest" the
+    layer (the whole field); the coarse pass on the model's grid (downsample 2) maps back to the input's."""
+    shape = (120, 112, 32)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    r = np.sqrt(((grid[..., :2] - [60, 56]) ** 2).sum(-1))
+    layer = (r > 50) & (r <= 54)
+    atrium = _ball(shape, (70, 50, 16), 8)
+    assert layer.sum() > 3 * atrium.sum()
+    volume = np.where(layer | atrium, 3.0, 0.0).astype(np.float32)
+    predictor = _voxelwise_predictor(downsample=2)
+    whole = predictor.predict_whole_scan(volume, margin=4)
+    (x0, x1), (y0, y1), _ = whole["box"]
+    assert 62 - 4 - 2 <= x0 <= 62 - 4 and 78 + 1 + 4 <= x1 <= 78 + 1 + 4 + 2  # the atrium's box + margin (+ 1 voxel
+    assert 42 - 4 - 2 <= y0 <= 42 - 4 and 58 + 1 + 4 <= y1 <= 58 + 1 + 4 + 2  # of the downsampled grid)
+    assert whole["label"][atrium].mean() > 0.95 and not whole["label"][layer].any()
+    largest = predictor.predict_whole_scan(volume, margin=4, component="largest")
+    assert largest["label"][layer].mean() > 0.9
+    with pytest.raises(ValueError, match="component"):
+        predictor.predict_whole_scan(volume, component="biggest")
