@@ -36,14 +36,14 @@ _warned_small: set = set()
 
 
 def check_patch_size(patch_size) -> tuple:
-    """Return `patch_size` as a tuple of three positive ints; raise DataError otherwise."""
+    """Return `patch_size` as a tuple of three positive ints (`inference.settings.int_triple`'s rule); DataError
+    otherwise."""
+    from sassnet_tf.inference.settings import InferenceSettingsError, int_triple
+
     try:
-        patch = tuple(int(p) for p in patch_size)
-    except (TypeError, ValueError):
-        raise DataError(f"patch_size {patch_size!r}: expected three positive integers (H, W, D)") from None
-    if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
-        raise DataError(f"patch_size {patch_size!r}: expected three positive integers (H, W, D)")
-    return patch
+        return int_triple(patch_size, "patch_size")
+    except InferenceSettingsError as err:
+        raise DataError(f"{err} (H, W, D)") from None
 
 
 def pad_to(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -28,7 +28,8 @@ class InferenceSettingsError(ValueError):
         self.field = field
 
 
-def _int_triple(value: Any, field: str) -> tuple:
+def int_triple(value: Any, field: str) -> tuple:
+    """`value` as a tuple of three positive ints (whole floats accepted); InferenceSettingsError naming `field`."""
     try:
         items = tuple(value)
     except TypeError:
@@ -37,6 +38,22 @@ def _int_triple(value: Any, field: str) -> tuple:
             isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v <= 0 for v in items):
         raise InferenceSettingsError(field, f": expected three positive integers, got {list(items)!r}")
     return tuple(int(v) for v in items)
+
+
+def check_stride(stride: Any, patch: tuple) -> tuple:
+    """The sliding window's stride as three ints, each 1..patch (wider steps would leave voxels uncovered)."""
+    stride = int_triple(stride, "stride")
+    if any(s > p for s, p in zip(stride, patch)):
+        raise InferenceSettingsError("stride", f" {list(stride)}: each axis must be at most the patch size "
+                                     f"{list(patch)}, or windows would leave voxels uncovered")
+    return stride
+
+
+def check_count(value: Any, field: str) -> int:
+    """An integer >= 1 (not a bool), e.g. batch_size, downsample."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InferenceSettingsError(field, f": expected an integer >= 1, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,23 +80,18 @@ class InferenceSettings:
     normalize: str = "zscore"
 
     def __post_init__(self):
-        patch = _int_triple(self.patch_size, "patch_size")
+        patch = int_triple(self.patch_size, "patch_size")
         if any(p % PATCH_MULTIPLE for p in patch):
             raise InferenceSettingsError("patch_size", f" {list(patch)}: each axis must be a multiple of "
                                          f"{PATCH_MULTIPLE} (the V-Net halves it four times)")
-        stride = _int_triple(self.stride, "stride")
-        if any(s > p for s, p in zip(stride, patch)):
-            raise InferenceSettingsError("stride", f" {list(stride)}: each axis must be at most the patch size "
-                                         f"{list(patch)}, or windows would leave voxels uncovered")
+        stride = check_stride(self.stride, patch)
         threshold = self.threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
             raise InferenceSettingsError("threshold", f": expected a number in (0, 1), got {threshold!r}")
         if not isinstance(self.gaussian, bool):
             raise InferenceSettingsError("gaussian", f": expected true or false, got {self.gaussian!r}")
         for field in ("batch_size", "downsample"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InferenceSettingsError(field, f": expected an integer >= 1, got {value!r}")
+            check_count(getattr(self, field), field)
         if self.normalize not in NORMALIZATIONS:
             raise InferenceSettingsError("normalize", f": {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         object.__setattr__(self, "patch_size", patch)

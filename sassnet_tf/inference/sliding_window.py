@@ -22,20 +22,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from sassnet_tf.inference.settings import check_count, check_stride, int_triple
+
 # Gaussian importance weights are normalised to a peak of 1 and floored at this value, so that a voxel covered only
 # by window borders still has a clearly non-zero weight sum (no 0/0, no denormals).
 GAUSSIAN_SIGMA_SCALE = 0.125  # sigma = patch / 8, as nnU-Net and MONAI
 GAUSSIAN_FLOOR = 1e-3
-
-
-def _positive_triple(value: Sequence[int], name: str) -> tuple[int, int, int]:
-    try:
-        items = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected three positive integers, got {value!r}") from None
-    if len(items) != 3 or any(v <= 0 for v in items) or any(float(v) != float(o) for v, o in zip(items, value)):
-        raise ValueError(f"{name}: expected three positive integers, got {value!r}")
-    return items  # type: ignore[return-value]
 
 
 def window_starts(size: int, patch: int, stride: int) -> np.ndarray:
@@ -67,7 +59,7 @@ def importance_map(patch_size: Sequence[int], gaussian: bool) -> np.ndarray:
     Returns:
         float32 array of shape ``patch_size``.
     """
-    patch = _positive_triple(patch_size, "patch_size")
+    patch = int_triple(patch_size, "patch_size")
     if not gaussian:
         return np.ones(patch, dtype=np.float32)
     axes = []
@@ -142,14 +134,9 @@ def sliding_window_inference(
     Returns:
         ``{"probability": float32, "label": uint8, "sdm": float32}``, each ``[H, W, D]``.
     """
-    patch = _positive_triple(patch_size, "patch_size")
-    step = _positive_triple(stride, "stride")
-    if any(s > p for s, p in zip(step, patch)):
-        # Windows further apart than their size would leave voxels that no window covers.
-        raise ValueError(f"stride {list(step)}: each axis must be at most the patch size {list(patch)}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    batch_size = int(batch_size)
+    patch = int_triple(patch_size, "patch_size")
+    step = check_stride(stride, patch)
+    batch_size = check_count(batch_size, "batch_size")
 
     volume = tf.convert_to_tensor(volume, dtype=tf.float32)
     if volume.shape.rank is not None and volume.shape.rank != 3:

@@ -280,27 +280,16 @@ class SegmentationClient:
         return self._metadata
 
     def preprocessing(self) -> tuple[str, int, float]:
-        """(normalize, downsample, threshold) from the metadata, validated."""
-        meta = self.metadata()
-        prep = meta.get("preprocessing", {}) or {}
-        normalize = prep.get("normalize", "zscore")
-        downsample = prep.get("downsample", 1)
-        threshold = meta.get("threshold", 0.5)
-        if normalize not in ("zscore", "none", None):
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"model '{self.model}': metadata preprocessing.normalize {normalize!r} is not supported (zscore)",
-            )
-        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"model '{self.model}': metadata preprocessing.downsample {downsample!r}, expected an integer >= 1",
-            )
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION, f"model '{self.model}': metadata threshold {threshold!r} is not a number"
-            )
-        return normalize or "none", downsample, float(threshold)
+        """(normalize, downsample, threshold) from the metadata, validated by `InferenceSettings.from_metadata`
+        (the rules every other reader of the settings uses)."""
+        from sassnet_tf.inference.settings import InferenceSettings, InferenceSettingsError
+
+        try:
+            settings = InferenceSettings.from_metadata(self.metadata())
+        except InferenceSettingsError as err:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"model '{self.model}': metadata {err}") from None
+        return settings.normalize, settings.downsample, settings.threshold
 
     def segment(self, image: np.ndarray, normalize: bool = True) -> dict[str, np.ndarray]:
         """Segment a volume: preprocess as the model asks, predict, bring the result back to the input's grid.

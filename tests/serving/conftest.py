@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-PATCH = (8, 8, 4)
+PATCH = (16, 16, 16)  # a V-Net patch: multiples of 16 (InferenceSettings)
 
 
 def toy_metadata(downsample: int = 1, threshold: float = 0.5) -> dict:
     return {
         "patch_size": list(PATCH),
-        "stride": [4, 4, 2],
+        "stride": [8, 8, 8],
         "threshold": threshold,
         "gaussian": False,
         "preprocessing": {"normalize": "zscore", "downsample": downsample},

@@ -108,6 +108,19 @@ def test_client_downsamples_and_upsamples_as_the_metadata_says(tmp_path, rng):
     assert result["label"].dtype == np.uint8 and result["sdm"].dtype == np.float32
 
 
+@pytest.mark.parametrize("downsample, threshold, field", [(0, 0.5, "downsample"), (1, 1.5, "threshold")])
+def test_unusable_metadata_is_a_failed_precondition_naming_the_field(tmp_path, rng, downsample, threshold, field):
+    """The client reads the served settings with InferenceSettings.from_metadata, the rules of every other reader."""
+    base = tmp_path / "models" / "bad"
+    save_toy_model(str(base / "1"), downsample=downsample, threshold=threshold)
+    with LocalModelServer(str(base), model_name="bad", port=0, rest_port=None, poll_seconds=0) as server:
+        with SegmentationClient(server.grpc_target, "bad", timeout=30) as client:
+            with pytest.raises(ServingError) as info:
+                client.segment(make_scan(rng))
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"model 'bad': metadata {field}" in info.value.message
+
+
 def test_rest_mode_matches_grpc(server, tmp_path, rng):
     image = make_scan(rng)
     scan = tmp_path / "scan.nii.gz"

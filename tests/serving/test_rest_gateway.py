@@ -102,7 +102,7 @@ def test_predict_columnar_row_and_version_routes(server, rng):
         ("/v1/models/sassnet:predict", None, b'{"inputs": {"image": [[[NaN]]]}}', 400, "non-finite"),
         ("/v1/models/sassnet:predict", None, b"{not json", 400, "JSON"),
         ("/v1/models/sassnet:predict", {"inputs": [[[1.0]]], "instances": [[[1.0]]]}, None, 400, "exactly one"),
-        ("/v1/models/sassnet:predict", {"signature_name": "segment_patches", "inputs": [[[[[0.0]]]]]}, None, 400, "[-1,8,8,4,1]"),
+        ("/v1/models/sassnet:predict", {"signature_name": "segment_patches", "inputs": [[[[[0.0]]]]]}, None, 400, "[-1,16,16,16,1]"),
         ("/v1/models/sassnet:predict", {"signature_name": "checked", "inputs": [1.0, 300.0]}, None, 400, "below 100"),
         ("/v1/models/sassnet:classify", {"examples": []}, None, 501, "predict"),
         ("/v2/models/sassnet", None, None, 404, "malformed"),

@@ -86,7 +86,7 @@ def test_predict_all_signatures(stubs, rng):
     predict, _ = stubs
     good_predict(predict, rng)
 
-    patches = rng.normal(size=(3, 8, 8, 4, 1)).astype(np.float32)
+    patches = rng.normal(size=(3, 16, 16, 16, 1)).astype(np.float32)
     response = predict.Predict(predict_request({"patches": patches}, signature="segment_patches"), timeout=30)
     assert response.model_spec.signature_name == "segment_patches"
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), sigmoid(patches), rtol=1e-5)
@@ -124,7 +124,7 @@ def test_get_model_metadata_packs_signature_def_map(stubs, toy_base):
     assert image.dtype == tf.float32.as_datatype_enum
     assert [d.size for d in image.tensor_shape.dim] == [-1, -1, -1]
     assert signatures["serving_default"].outputs["label"].dtype == tf.uint8.as_datatype_enum
-    assert [d.size for d in signatures["segment_patches"].inputs["patches"].tensor_shape.dim] == [-1, 8, 8, 4, 1]
+    assert [d.size for d in signatures["segment_patches"].inputs["patches"].tensor_shape.dim] == [-1, 16, 16, 16, 1]
 
     bad = get_model_metadata_pb2.GetModelMetadataRequest()
     bad.model_spec.name = "sassnet"
@@ -166,8 +166,8 @@ def test_bad_requests_interleaved_with_good_ones(stubs, rng):
         (predict_request({"image": image.astype(np.int32)}), grpc.StatusCode.INVALID_ARGUMENT, ["float32", "int32"]),
         (predict_request({"image": image[0]}), grpc.StatusCode.INVALID_ARGUMENT, ["rank 3", "rank 2"]),
         (predict_request({"image": image[None]}), grpc.StatusCode.INVALID_ARGUMENT, ["rank 4"]),
-        (predict_request({"patches": np.zeros((2, 8, 8, 5, 1), np.float32)}, signature="segment_patches"),
-         grpc.StatusCode.INVALID_ARGUMENT, ["[-1,8,8,4,1]", "[2, 8, 8, 5, 1]"]),
+        (predict_request({"patches": np.zeros((2, 16, 16, 15, 1), np.float32)}, signature="segment_patches"),
+         grpc.StatusCode.INVALID_ARGUMENT, ["[-1,16,16,16,1]", "[2, 16, 16, 15, 1]"]),
         (predict_request({"image": nan_image}), grpc.StatusCode.INVALID_ARGUMENT, ["non-finite", "1 "]),
         (predict_request({"image": inf_image}), grpc.StatusCode.INVALID_ARGUMENT, ["non-finite"]),
         (predict_request({}), grpc.StatusCode.INVALID_ARGUMENT, ["missing", "image"]),
