@@ -183,6 +183,22 @@ def test_test_step_dice():
     assert float(logs["dice"]) == pytest.approx(np.mean(dice), rel=1e-6)
 
 
+def test_keras_evaluate_runs_test_step():
+    """`model.evaluate` (and so `fit(validation_data=...)`) reaches test_step: the same patch Dice as the trainer's
+    own validation (mean of patch_dice over the patches)."""
+    from sassnet_tf.training.sassnet import patch_dice
+
+    model = make_model()
+    model.compile(TorchSGD(0.01), keras.optimizers.Adam(1e-3))
+    batches = [make_batch(), make_batch()]
+    data = tf.data.Dataset.from_tensor_slices({
+        "labeled_image": tf.concat([b["labeled_image"] for b in batches], 0),
+        "label": tf.concat([b["label"] for b in batches], 0)}).batch(1)
+    logs = model.evaluate(data, return_dict=True, verbose=0)
+    expected = np.mean([patch_dice(model.vnet, b["labeled_image"], b["label"]).numpy() for b in data])
+    assert logs["dice"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_patch_dice_of_empty_masks():
     """Prediction and label both empty: 1 (a perfect answer), not 0/0; an empty prediction of a real mask: 0."""
     from sassnet_tf.training.sassnet import patch_dice
