@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--coarse-overlap", type=float, default=0.0, help="Predictor.predict_whole_scan's (0)")
     parser.add_argument("--component", choices=("deepest", "largest"), default="deepest",
                         help="Predictor.predict_whole_scan's (deepest)")
+    parser.add_argument("--coarse-threshold", type=float, default=0.9, help="Predictor.predict_whole_scan's (0.9)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
     if not args.phantom_cases and not args.data_root:
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         crop_seconds = time.perf_counter() - tick
         tick = time.perf_counter()
         whole = predictor.predict_whole_scan(whole_image, margin=args.margin, coarse_overlap=args.coarse_overlap,
-                                             component=args.component)
+                                             component=args.component, coarse_threshold=args.coarse_threshold)
         whole_seconds = time.perf_counter() - tick
         row = {"case": case_id, "shape": list(crop_image.shape), "canvas": list(whole_image.shape),
                "dice_crop": case_metrics(crop, crop_label)["dice"],
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
               "context": os.environ.get("BENCH_CONTEXT", ""),
               "model": predictor.description, "settings": predictor.settings.to_metadata(), "source": source,
               "canvas": list(args.canvas), "margin": args.margin, "coarse_overlap": args.coarse_overlap,
-              "component": args.component, "cases": len(rows), "means": means,
+              "component": args.component, "coarse_threshold": args.coarse_threshold, "cases": len(rows), "means": means,
               "box_held_the_label": sum(r["box_holds_the_label"] for r in rows), "per_case": rows}
     text = json.dumps(report, indent=2, default=str)
     print(text)

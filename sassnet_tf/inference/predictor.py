@@ -187,14 +187,14 @@ class Predictor:
 
     def predict_whole_scan(self, volume: np.ndarray, affine: Optional[np.ndarray] = None,
                            margin: Optional[int] = None, coarse_overlap: float = 0.0,
-                           component: str = "deepest") -> dict:
+                           component: str = "deepest", coarse_threshold: float = 0.9) -> dict:
         """Segment an uncropped scan: a coarse pass, then the normal sliding window around what it found.
 
         The LA data (and so every model trained on it) are cropped around the atrium; a new scan's whole field of
         view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
         with windows overlapping by `coarse_overlap` (0: side by side, ~1/50 of the paper's windows; 0.5: stride =
-        half the patch); (2) one connected component of its mask (`component`), its bounding box grown by `margin`
-        voxels per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
+        half the patch); (2) one connected component of its confident voxels (probability > `coarse_threshold`;
+        `component`), its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
         0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
         whole volume.
 
@@ -206,6 +206,9 @@ class Predictor:
             component: "deepest" (the one holding the voxel farthest from the background: the atrium is a compact
                 body, the false positives in unseen anatomy -- a fat layer, vessels, noise -- are thin or fragmented
                 even when they have more voxels) or "largest" (most voxels). docs/results/whole_scan.md compares them.
+            coarse_threshold: probability the coarse pass's voxels must exceed to be localised from, in (0, 1).
+                Unseen anatomy draws middling probabilities (0.3-0.7) over wide areas, the atrium a confident core:
+                0.9 was chosen on the development list (configs/lists/la_eval10.list; docs/results/whole_scan.md).
 
         Returns:
             as `predict`, plus ``"box"``: the (start, stop) per axis of the region segmented finely.
@@ -217,6 +220,9 @@ class Predictor:
         pick = {"deepest": deepest_connected_component, "largest": largest_connected_component}.get(component)
         if pick is None:
             raise InferenceSettingsError("component", f": expected 'deepest' or 'largest', got {component!r}")
+        if isinstance(coarse_threshold, bool) or not isinstance(coarse_threshold, (int, float)) or \
+                not 0.0 < coarse_threshold < 1.0:
+            raise InferenceSettingsError("coarse_threshold", f": expected a number in (0, 1), got {coarse_threshold!r}")
         if not 0.0 <= coarse_overlap < 1.0:
             raise InferenceSettingsError("coarse_overlap", f": expected a fraction in [0, 1), got {coarse_overlap!r}")
         stride = tuple(max(1, int(round(p * (1.0 - coarse_overlap)))) for p in self.settings.patch_size)
@@ -228,7 +234,8 @@ class Predictor:
 
         factor = self.settings.downsample
         low = downsample_volume(volume, factor) if factor > 1 else volume
-        found = pick(self._coarse[stride].segment_fn()(np.ascontiguousarray(low))["label"].numpy())
+        probability = self._coarse[stride].segment_fn()(np.ascontiguousarray(low))["probability"].numpy()
+        found = pick(probability > coarse_threshold)
         if not found.any():
             result = self.predict(volume, affine)
             result["box"] = [(0, n) for n in volume.shape]

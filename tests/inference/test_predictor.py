@@ -96,10 +96,13 @@ def test_whole_scan_mode_finds_the_thick_structure_not_a_larger_thin_one():
     predictor = _voxelwise_predictor(downsample=2)
     whole = predictor.predict_whole_scan(volume, margin=4)
     (x0, x1), (y0, y1), _ = whole["box"]
-    assert 62 - 4 - 2 <= x0 <= 62 - 4 and 78 + 1 + 4 <= x1 <= 78 + 1 + 4 + 2  # the atrium's box + margin (+ 1 voxel
-    assert 42 - 4 - 2 <= y0 <= 42 - 4 and 58 + 1 + 4 <= y1 <= 58 + 1 + 4 + 2  # of the downsampled grid)
+    # the atrium's box + margin, within one voxel of the downsampled grid (its partial-volume edge is not confident)
+    assert abs(x0 - (62 - 4)) <= 2 and abs(x1 - (78 + 1 + 4)) <= 2
+    assert abs(y0 - (42 - 4)) <= 2 and abs(y1 - (58 + 1 + 4)) <= 2
     assert whole["label"][atrium].mean() > 0.95 and not whole["label"][layer].any()
     largest = predictor.predict_whole_scan(volume, margin=4, component="largest")
     assert largest["label"][layer].mean() > 0.9
     with pytest.raises(ValueError, match="component"):
         predictor.predict_whole_scan(volume, component="biggest")
+    with pytest.raises(ValueError, match="coarse_threshold"):
+        predictor.predict_whole_scan(volume, coarse_threshold=1.0)
