@@ -21,7 +21,7 @@ def existing_versions(base_path: str) -> list[int]:
     """
     try:
         names = os.listdir(base_path)
-    except FileNotFoundError:
+    except OSError:  # missing, not a folder, unreadable: no versions (the server keeps polling)
         return []
     return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
 

@@ -30,12 +30,11 @@ _ERROR_CODE_UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 
 
 def list_versions(base_path: str) -> list[int]:
-    """Numeric sub-folders of ``base_path`` (other names, e.g. temporary ``.1.tmp`` folders, are ignored)."""
-    try:
-        names = os.listdir(base_path)
-    except OSError:
-        return []
-    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
+    """Numeric sub-folders of ``base_path`` (other names, e.g. temporary ``.1.tmp`` folders, are ignored): the one
+    rule of `sassnet_tf.export.versions.existing_versions`."""
+    from sassnet_tf.export.versions import existing_versions
+
+    return existing_versions(base_path)
 
 
 def _fingerprint(path: str) -> tuple:
