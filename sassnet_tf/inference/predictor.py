@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from sassnet_tf.inference.resample import resize_linear
-from sassnet_tf.inference.settings import InferenceSettings, InferenceSettingsError
+from sassnet_tf.inference.settings import InferenceSettings, InferenceSettingsError, check_probability
 
 
 class ModelLoadError(ValueError):
@@ -194,8 +194,8 @@ class Predictor:
         view holds other bright structures the model has never seen. So: (1) a coarse pass over the whole volume
         with windows overlapping by `coarse_overlap` (0: side by side, ~1/50 of the paper's windows; 0.5: stride =
         half the patch); (2) one connected component of its confident voxels (probability > `coarse_threshold`;
-        `component`), its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside that box, pasted back into the full grid (outside it: probability
-        0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
+        `component`), its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside that box,
+        pasted back into the full grid (outside it: probability 0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
         whole volume.
 
         Args:
@@ -220,9 +220,7 @@ class Predictor:
         pick = {"deepest": deepest_connected_component, "largest": largest_connected_component}.get(component)
         if pick is None:
             raise InferenceSettingsError("component", f": expected 'deepest' or 'largest', got {component!r}")
-        if isinstance(coarse_threshold, bool) or not isinstance(coarse_threshold, (int, float)) or \
-                not 0.0 < coarse_threshold < 1.0:
-            raise InferenceSettingsError("coarse_threshold", f": expected a number in (0, 1), got {coarse_threshold!r}")
+        coarse_threshold = check_probability(coarse_threshold, "coarse_threshold")
         if not 0.0 <= coarse_overlap < 1.0:
             raise InferenceSettingsError("coarse_overlap", f": expected a fraction in [0, 1), got {coarse_overlap!r}")
         stride = tuple(max(1, int(round(p * (1.0 - coarse_overlap)))) for p in self.settings.patch_size)

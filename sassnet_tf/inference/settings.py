@@ -7,6 +7,7 @@ SavedModel's metadata (`to_metadata` / `from_metadata`), and overridden on the c
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -50,10 +51,17 @@ def check_stride(stride: Any, patch: tuple) -> tuple:
 
 
 def check_count(value: Any, field: str) -> int:
-    """An integer >= 1 (not a bool), e.g. batch_size, downsample."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer >= 1 (not a bool; numpy integers accepted), e.g. batch_size, downsample."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InferenceSettingsError(field, f": expected an integer >= 1, got {value!r}")
-    return value
+    return int(value)
+
+
+def check_probability(value: Any, field: str) -> float:
+    """A number strictly between 0 and 1 (not a bool), e.g. threshold."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise InferenceSettingsError(field, f": expected a number in (0, 1), got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -85,13 +93,11 @@ class InferenceSettings:
             raise InferenceSettingsError("patch_size", f" {list(patch)}: each axis must be a multiple of "
                                          f"{PATCH_MULTIPLE} (the V-Net halves it four times)")
         stride = check_stride(self.stride, patch)
-        threshold = self.threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise InferenceSettingsError("threshold", f": expected a number in (0, 1), got {threshold!r}")
+        threshold = check_probability(self.threshold, "threshold")
         if not isinstance(self.gaussian, bool):
             raise InferenceSettingsError("gaussian", f": expected true or false, got {self.gaussian!r}")
         for field in ("batch_size", "downsample"):
-            check_count(getattr(self, field), field)
+            object.__setattr__(self, field, check_count(getattr(self, field), field))
         if self.normalize not in NORMALIZATIONS:
             raise InferenceSettingsError("normalize", f": {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         object.__setattr__(self, "patch_size", patch)

@@ -32,3 +32,13 @@ def test_the_paper_protocol_and_its_round_trips():
         settings.replace(stride=(200, 18, 4))
     with pytest.raises(InferenceSettingsError, match="unknown keys"):
         InferenceSettings.from_metadata({**settings.to_metadata(), "preprocessing": {"clip": 3}})
+
+
+def test_numpy_integers_are_counts_and_stored_as_ints():
+    import json
+
+    import numpy as np
+
+    settings = InferenceSettings((16, 16, 16), (8, 8, 8), batch_size=np.int64(2), downsample=np.int32(2))
+    assert type(settings.batch_size) is int and type(settings.downsample) is int
+    json.dumps(settings.to_metadata())  # JSON-ready
