@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
+from sassnet_tf.models.conv_norm import conv_norm
 from sassnet_tf.models.folded_conv import can_fold, conv3d_bn_relu
 from sassnet_tf.models.layer_options import (
     check_normalization,
@@ -13,7 +13,6 @@ from sassnet_tf.models.layer_options import (
     torch_bias_initializer,
     torch_kernel_initializer,
 )
-from sassnet_tf.models.safe_conv3d import conv3d_same, filter_gradient_needs_float32
 
 
 @keras.saving.register_keras_serializable(package="sassnet_tf")
@@ -64,20 +63,8 @@ class ConvBlock(keras.layers.Layer):
             if self.norms and can_fold(self.norms[i], training):
                 x = conv3d_bn_relu(x, conv, self.norms[i])  # same result, one kernel
                 continue
-            x = self._convolve(conv, x)
-            if self.norms:
-                x = self.norms[i](x, training=training)
-            x = keras.ops.relu(x)
+            x = keras.ops.relu(conv_norm(conv, self.norms[i] if self.norms else None, x, training))
         return x
-
-    @staticmethod
-    def _convolve(conv, x):
-        """`conv(x)`, or the same convolution with a float32 filter gradient where oneDNN's bf16 one is wrong."""
-        if not filter_gradient_needs_float32(x.shape[1], conv.kernel_size[0], conv.compute_dtype):
-            return conv(x)
-        dtype = conv.compute_dtype
-        y = conv3d_same(tf.cast(x, dtype), tf.cast(conv.kernel, dtype))
-        return tf.nn.bias_add(y, tf.cast(conv.bias, dtype))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], self.filters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from sassnet_tf.models.conv_norm import conv_norm
 from sassnet_tf.models.folded_conv import can_fold, conv3d_transpose_bn_relu
 from sassnet_tf.models.layer_options import (
     check_normalization,
@@ -50,10 +51,7 @@ class UpBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         if can_fold(self.norm, training):
             return conv3d_transpose_bn_relu(inputs, self.conv, self.norm)  # same result, one kernel
-        x = self.conv(inputs)
-        if self.norm is not None:
-            x = self.norm(x, training=training)
-        return keras.ops.relu(x)
+        return keras.ops.relu(conv_norm(self.conv, self.norm, inputs, training))
 
     def compute_output_shape(self, input_shape):
         return self.conv.compute_output_shape(tuple(input_shape))

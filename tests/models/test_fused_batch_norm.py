@@ -72,3 +72,51 @@ def test_config_round_trip():
     layer = FusedBatchNorm(momentum=0.9, epsilon=1e-5)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is FusedBatchNorm and clone.momentum == 0.9 and clone.epsilon == 1e-5
+
+
+def test_conv_bias_is_absorbed_exactly_with_zero_gradient():
+    """bn(x, conv_bias=b) == bn(x + b): outputs, moving statistics, gradients; b's gradient is exactly zero."""
+    _, absorbed = _layers()
+    _, added = _layers()
+    b = tf.Variable([0.7, -1.2, 3.0])
+    x = tf.constant(X)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        assert absorbed.absorbs_conv_bias(x, training=True) and not absorbed.absorbs_conv_bias(x, training=False)
+        y = absorbed.normalize_with_conv_bias(x, b)
+        y_ref = added(x + b, training=True)
+        loss, loss_ref = tf.reduce_sum(y ** 3), tf.reduce_sum(y_ref ** 3)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    for got, want in zip(tape.gradient(loss, [x, absorbed.gamma, absorbed.beta]),
+                         tape.gradient(loss_ref, [x, added.gamma, added.beta])):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(tape.gradient(loss, b), 0.0)
+    assert np.abs(tape.gradient(loss_ref, b)).max() < 1e-2  # the true gradient, up to rounding
+    np.testing.assert_allclose(absorbed.moving_mean, added.moving_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(absorbed.moving_variance, added.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(absorbed(x + b, training=False), added(x + b, training=False), atol=1e-5)
+
+
+def test_bfloat16_graph_matches_float32():
+    """Under mixed_bfloat16 the fused kernel takes the bf16 activation itself (4D, oneDNN's kernel inside a
+    tf.function): same result as float32 up to bf16 rounding."""
+    results = []
+    for dtype in ("float32", "mixed_bfloat16"):
+        layer = FusedBatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)
+        layer.build(X.shape)
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(tf.cast(x, layer.compute_dtype), training=True), tf.float32)
+                loss = tf.reduce_sum(y * tf.range(3, dtype=tf.float32))
+            return y, tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+        y, grads = step(tf.constant(X))
+        results.append((y.numpy(), [g.numpy() for g in grads], layer.moving_variance.numpy()))
+    (y32, g32, v32), (y16, g16, v16) = results
+    np.testing.assert_allclose(y16, y32, atol=0.05)
+    for a, b in zip(g16, g32):
+        np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02)
+    np.testing.assert_allclose(v16, v32, rtol=0.01)
