@@ -4,7 +4,7 @@
 
 Runs the step of bench/bench_train.py (synthetic batch 2+2, same model), warms it up twice, then traces `--steps`
 steps with the TensorFlow profiler and sums the host-side op events of the trace by op type (Conv3D,
-Conv3DBackpropFilterV2, Cast, FusedBatchNormV3, ...) and by op name. One inter-op thread, so op times do not
+Conv3DBackpropFilterV2, Cast, FusedBatchNormV3, ...), by scope (which model and pass) and by op name. One inter-op thread, so op times do not
 overlap and add up to the step (the intra-op pool still uses every core). Op types whose kernels are oneDNN's show
 with their `_Mkl` names where TensorFlow rewrote them.
 """
@@ -50,6 +50,15 @@ def _op_events(logdir):
                 yield op_name, op_type, event.duration_ps / 1e12
 
 
+def _scope(op_name: str) -> str:
+    """The model part an op belongs to: its first name component, two for gradients.
+
+    e.g. "v_net_1" (the network step's forward), "gradient_tape/discriminator_3" (a D backward pass).
+    """
+    parts = op_name.split("/")
+    return "/".join(parts[:2]) if parts[0] == "gradient_tape" and len(parts) > 1 else parts[0]
+
+
 def run(args) -> dict:
     import keras
     import numpy as np
@@ -86,14 +95,16 @@ def run(args) -> dict:
         wall = (time.perf_counter() - t) / args.steps
         tf.profiler.experimental.stop()
         events = list(_op_events(logdir))
-    by_type, by_name = collections.Counter(), collections.Counter()
+    by_type, by_name, by_scope = collections.Counter(), collections.Counter(), collections.Counter()
     for op_name, op_type, seconds in events:
         by_type[op_type] += seconds / args.steps
         by_name[f"{op_name}:{op_type}"] += seconds / args.steps
+        by_scope[_scope(op_name)] += seconds / args.steps
     total = sum(by_type.values())
     return {"precision": precision, "mode": args.mode, "patch": list(args.patch), "batch": "2+2",
             "n_filters": args.n_filters, "ndf": args.ndf, "d_reuse_forward": args.d_reuse_forward,
             "seconds_per_iteration_traced": round(wall, 3), "op_seconds_total": round(total, 3),
+            "by_scope": {k: round(v, 4) for k, v in by_scope.most_common(args.top)},
             "by_op_type": {k: round(v, 4) for k, v in by_type.most_common(args.top)},
             "by_op": {k: round(v, 4) for k, v in by_name.most_common(args.top)}}
 

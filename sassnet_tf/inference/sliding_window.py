@@ -11,7 +11,9 @@ Protocol (the reference's evaluation, REFERENCE.md "Evaluation protocol"):
 
 Windows run through ``predict_fn`` in batches of ``batch_size`` (the last batch is smaller, never padded with
 repeated windows). Overlaps are accumulated by zero-padding each window's output to the padded volume's shape and
-adding it: exact, and cheap next to the network's forward pass.
+adding it: exact, and cheap next to the network's forward pass. With the plain average the number of windows
+covering a voxel is not accumulated but computed: the windows form a grid, so it is the product of the per-axis
+counts (a third less stitching; docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -73,16 +75,30 @@ def importance_map(patch_size: Sequence[int], gaussian: bool) -> np.ndarray:
     return np.maximum(weights, GAUSSIAN_FLOOR).astype(np.float32)
 
 
-def _window_origins(padded_shape: tf.Tensor, patch: tuple, stride: tuple) -> tf.Tensor:
-    """All window origins ``[N, 3]`` (int32) for a padded volume of dynamic shape, x slowest, z fastest."""
+def _axis_starts(padded_shape: tf.Tensor, patch: tuple, stride: tuple) -> list:
+    """Window starts per axis (three int32 vectors) for a padded volume of dynamic shape."""
     per_axis = []
     for axis in range(3):
         size = padded_shape[axis]
         count = (size - patch[axis] + stride[axis] - 1) // stride[axis] + 1
-        starts = tf.minimum(tf.range(count, dtype=tf.int32) * stride[axis], size - patch[axis])
-        per_axis.append(starts)
+        per_axis.append(tf.minimum(tf.range(count, dtype=tf.int32) * stride[axis], size - patch[axis]))
+    return per_axis
+
+
+def _window_origins(per_axis: list) -> tf.Tensor:
+    """All window origins ``[N, 3]`` (int32) from the per-axis starts, x slowest, z fastest."""
     gx, gy, gz = tf.meshgrid(per_axis[0], per_axis[1], per_axis[2], indexing="ij")
     return tf.stack([tf.reshape(gx, [-1]), tf.reshape(gy, [-1]), tf.reshape(gz, [-1])], axis=1)
+
+
+def _coverage(padded_shape: tf.Tensor, origins_per_axis: list, patch: tuple) -> tf.Tensor:
+    """How many windows cover each voxel ``[H, W, D]`` (float32): the outer product of the per-axis counts."""
+    counts = []
+    for axis, starts in enumerate(origins_per_axis):
+        position = tf.range(padded_shape[axis], dtype=tf.int32)[tf.newaxis, :]
+        inside = (position >= starts[:, tf.newaxis]) & (position < starts[:, tf.newaxis] + patch[axis])
+        counts.append(tf.reduce_sum(tf.cast(inside, tf.float32), axis=0))
+    return counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
 
 
 def _unpack_outputs(outputs: Mapping[str, tf.Tensor], patch: tuple) -> tuple[tf.Tensor, tf.Tensor]:
@@ -148,12 +164,15 @@ def sliding_window_inference(
     padded = tf.pad(volume, tf.stack([pad_before, pad_total - pad_before], axis=1))
     padded_shape = shape + pad_total
 
-    origins = _window_origins(padded_shape, patch, step)
+    starts = _axis_starts(padded_shape, patch, step)
+    origins = _window_origins(starts)
     n_windows = tf.shape(origins)[0]
     n_batches = (n_windows + batch_size - 1) // batch_size
     weights = tf.constant(importance_map(patch, gaussian))
-    # Channels: weighted probability, weighted SDM, weight sum.
-    accumulator = tf.zeros(tf.concat([padded_shape, [3]], axis=0), dtype=tf.float32)
+    # Channels: weighted probability, weighted SDM and, for Gaussian weights only, their sum (a plain average's
+    # weight sum is the window count, computed from the grid instead).
+    channels = 3 if gaussian else 2
+    accumulator = tf.zeros(tf.concat([padded_shape, [channels]], axis=0), dtype=tf.float32)
 
     def extract(origin):
         return tf.slice(padded, origin, patch)
@@ -163,8 +182,11 @@ def sliding_window_inference(
         batch_origins = origins[first : tf.minimum(first + batch_size, n_windows)]
         patches = tf.map_fn(extract, batch_origins, fn_output_signature=tf.TensorSpec(patch, tf.float32))
         probability, sdm = _unpack_outputs(predict_fn(patches[..., tf.newaxis]), patch)
-        weight = tf.broadcast_to(weights, tf.shape(probability))
-        contributions = tf.stack([probability * weight, sdm * weight, weight], axis=-1)
+        if gaussian:
+            weight = tf.broadcast_to(weights, tf.shape(probability))
+            contributions = tf.stack([probability * weight, sdm * weight, weight], axis=-1)
+        else:
+            contributions = tf.stack([probability, sdm], axis=-1)
 
         def add_window(j, acc_inner):
             origin = batch_origins[j]
@@ -181,8 +203,12 @@ def sliding_window_inference(
     _, accumulator = tf.while_loop(
         lambda b, _: b < n_batches, run_batch, [tf.constant(0), accumulator], parallel_iterations=1
     )
-    accumulator = tf.slice(accumulator, tf.concat([pad_before, [0]], 0), tf.concat([shape, [3]], 0))
-    weight_sum = accumulator[..., 2]
+    if gaussian:
+        weight_sum = accumulator[..., 2]
+    else:
+        weight_sum = _coverage(padded_shape, starts, patch)
+    accumulator = tf.slice(accumulator, tf.concat([pad_before, [0]], 0), tf.concat([shape, [2]], 0))
+    weight_sum = tf.slice(weight_sum, pad_before, shape)
     probability = accumulator[..., 0] / weight_sum
     sdm = accumulator[..., 1] / weight_sum
     label = tf.cast(probability > threshold, tf.uint8)

@@ -17,17 +17,26 @@ from sassnet_tf.models.space_to_depth_conv import strided_conv3d
 
 # Four stride-2 convolutions: each spatial axis must be at least 2^4 to leave one voxel to pool.
 MIN_SIZE = 16
+# The reference's nn.LeakyReLU(negative_slope=0.2).
+LEAKY_SLOPE = 0.2
 
 
-def _leaky_relu(x, negative_slope=0.2):
-    """LeakyReLU as a select, equal to TF's LeakyRelu op in value and gradient (slope where x <= 0).
+@tf.custom_gradient
+def _leaky_relu(x):
+    """LeakyReLU (slope 0.2) whose gradient reads its output, not its input; value and gradient equal TF's LeakyRelu.
 
-    Not `keras.ops.leaky_relu`: Grappler's remapper fuses the conv + bias + add + LeakyRelu before it into one
-    oneDNN op although LeakyReluGrad still reads the add, fails ("remapper failed: ... fanout
-    'LeakyReluGrad' exist for missing node"), and then drops every fusion of the whole train step
-    (conv + bias + ReLU in the V-Net too), docs/PERFORMANCE.md.
+    Grappler's remapper fuses the conv + bias (+ add) + LeakyRelu before it into one oneDNN op. TF's own gradient,
+    LeakyReluGrad, reads the activation's input, which the fusion removes: the remapper then fails ("remapper
+    failed: ... fanout 'LeakyReluGrad' exist for missing node") and drops every fusion of the train step
+    (docs/PERFORMANCE.md). The output has the input's sign (slope > 0), so LeakyReluGrad given the output selects
+    exactly as given the input (0 takes the slope, like TF) and the fused op's output is all the gradient needs.
     """
-    return tf.where(x > 0, x, x * tf.cast(negative_slope, x.dtype))
+    y = tf.nn.leaky_relu(x, alpha=LEAKY_SLOPE)
+
+    def grad(dy):
+        return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=LEAKY_SLOPE)
+
+    return y, grad
 
 
 @keras.saving.register_keras_serializable(package="sassnet_tf")

@@ -164,13 +164,15 @@ def test_leaky_relu_equals_tf_leaky_relu_in_value_and_gradient():
     from sassnet_tf.models.discriminator import _leaky_relu
 
     for dtype in (tf.float32, tf.bfloat16):
-        x = tf.constant([-3.0, -0.5, 0.0, 0.25, 7.0], dtype)
+        # Tiny negatives too: the gradient selects on the output's sign, which must stay the input's.
+        x = tf.constant([-3.0, -0.5, -1e-38, 0.0, 1e-38, 0.25, 7.0], dtype)
+        upstream = tf.constant([1.0, -2.0, 3.0, 0.5, -1.5, 4.0, 2.5], dtype)
         results = []
         for fn in (_leaky_relu, lambda t: tf.nn.leaky_relu(t, 0.2)):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = fn(x)
-            results.append((y, tape.gradient(y, x)))  # at 0: the slope, as TF's LeakyReluGrad
+            results.append((y, tape.gradient(y, x, output_gradients=upstream)))  # at 0: the slope, as TF's
         (y, g), (y_ref, g_ref) = results
         assert y.dtype == dtype
         np.testing.assert_array_equal(tf.cast(y, tf.float32), tf.cast(y_ref, tf.float32))
