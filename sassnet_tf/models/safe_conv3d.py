@@ -14,13 +14,109 @@ docs/PERFORMANCE.md ("bf16 on AVX512-BF16 CPUs without AMX").
 The fix is at the faulty kernel: for such a layer the filter gradient is computed in float32 (oneDNN's float32
 kernel is right), everything else stays bf16. Only layers with such a short axis take this path, so its cost is
 nil (they are the smallest tensors of the network).
+
+The same CPUs' bf16 backward-weights kernels are also slow on large activations: on the V-Net's full-resolution
+level (16 channels at 112x112x80, batch 4) a bf16 filter gradient took 0.38 s (3x3x3, 16 -> 16) and 0.16 s (2x2x2
+stride 2, 16 -> 32) where float32, casts included, took 0.19 s and 0.04 s; on smaller activations (<= 9.4 M elements
+per sample) bf16 was 10-40 % faster (docs/PERFORMANCE.md, session 14). So there, too, the filter gradient is taken in
+float32 (`slow_bf16_filter_gradient`): a kernel choice, which only makes the gradient more exact.
 """
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
+from sassnet_tf.utils.runtime import cpu_info
+
 _STRIDES = [1, 1, 1, 1, 1]
+# Per-sample elements of the filter gradient's activation (the conv's input, or a transposed conv's output) from which
+# the bf16 kernel is slower than float32 on AVX512-BF16 CPUs without AMX: between the largest measured fast case
+# (96x96x64x16 = 9.4 M) and the smallest slow one (112x112x80x16 = 16.1 M).
+SLOW_BF16_FILTER_GRADIENT_ELEMENTS = 12 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _bf16_without_amx() -> bool:
+    """Whether this process's CPU has AVX512-BF16 but no AMX and no GPU is visible (the measured kind)."""
+    flags = cpu_info()[1]
+    return "avx512_bf16" in flags and "amx_bf16" not in flags and not tf.config.list_physical_devices("GPU")
+
+
+def slow_bf16_filter_gradient(activation_shape, dtype) -> bool:
+    """Whether a bf16 filter gradient reading an activation of `activation_shape` is faster in float32 here.
+
+    Args:
+        activation_shape: ``[B, H, W, D, C]`` static shape of the activation the filter gradient reads (the conv's
+            input; for a transposed conv its output); None entries (unknown at trace time) give False.
+        dtype: the compute dtype of the convolution.
+    """
+    if tf.as_dtype(dtype) != tf.bfloat16 or not _bf16_without_amx():
+        return False
+    dims = list(activation_shape)[1:]
+    if len(dims) != 4 or any(d is None for d in dims):
+        return False
+    return dims[0] * dims[1] * dims[2] * dims[3] >= SLOW_BF16_FILTER_GRADIENT_ELEMENTS
+
+
+def conv3d_float32_filter_gradient(inputs, kernel, strides, padding):
+    """``tf.nn.conv3d`` whose filter gradient is computed in float32 (the input gradient stays in the inputs' dtype).
+
+    Args:
+        inputs: ``[B, H, W, D, C]`` tensor.
+        kernel: ``[k, k, k, C, F]`` tensor of the inputs' dtype.
+        strides: the stride on every spatial axis.
+        padding: "SAME" or "VALID".
+    """
+    strides = [1, strides, strides, strides, 1]
+
+    @tf.custom_gradient
+    def conv(x, k):
+        def grad(dy):
+            dx = tf.raw_ops.Conv3DBackpropInputV2(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
+                                                  strides=strides, padding=padding)
+            dk = tf.raw_ops.Conv3DBackpropFilterV2(input=tf.cast(x, tf.float32), filter_sizes=tf.shape(k),
+                                                   out_backprop=tf.cast(dy, tf.float32), strides=strides,
+                                                   padding=padding)
+            return dx, tf.cast(dk, k.dtype)
+
+        return tf.nn.conv3d(x, k, strides, padding), grad
+
+    return conv(inputs, kernel)
+
+
+def conv3d_transpose_float32_filter_gradient(inputs, kernel, strides):
+    """A "VALID" ``tf.nn.conv3d_transpose`` (kernel ``[k, k, k, F, C]``, Keras' Conv3DTranspose layout) whose filter
+    gradient is computed in float32; output size ``(n - 1) * s + k`` per axis.
+
+    Args:
+        inputs: ``[B, H, W, D, C]`` tensor.
+        kernel: ``[k, k, k, F, C]`` tensor of the inputs' dtype.
+        strides: the stride on every spatial axis.
+    """
+    stride5 = [1, strides, strides, strides, 1]
+
+    @tf.custom_gradient
+    def conv_transpose(x, k):
+        size = tf.shape(x)
+        spatial = (size[1:4] - 1) * strides + tf.shape(k)[:3]
+        output_shape = tf.concat([size[:1], spatial, tf.shape(k)[3:4]], axis=0)
+        y = tf.nn.conv3d_transpose(x, k, output_shape, stride5, "VALID")
+        ksize = k.shape[:3]
+        y.set_shape([x.shape[0]] + [None if n is None or m is None else (n - 1) * strides + m
+                                    for n, m in zip(x.shape[1:4], ksize)] + [k.shape[3]])
+
+        def grad(dy):
+            dx = tf.nn.conv3d(dy, k, stride5, "VALID")
+            dk = tf.raw_ops.Conv3DBackpropFilterV2(input=tf.cast(dy, tf.float32), filter_sizes=tf.shape(k),
+                                                   out_backprop=tf.cast(x, tf.float32), strides=stride5,
+                                                   padding="VALID")
+            return dx, tf.cast(dk, k.dtype)
+
+        return y, grad
+
+    return conv_transpose(inputs, kernel)
 
 
 def filter_gradient_needs_float32(first_axis, kernel_size: int, dtype) -> bool:

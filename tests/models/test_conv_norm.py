@@ -54,3 +54,31 @@ def test_without_norm_or_bias_it_is_the_convolution():
     conv = keras.layers.Conv3D(4, 3, padding="same")
     np.testing.assert_allclose(conv_norm(conv, None, X, training=True), conv(X), atol=1e-6)
     np.testing.assert_allclose(convolve(conv, X, use_bias=False) + conv.bias, conv(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("make_conv", [
+    lambda: keras.layers.Conv3D(4, 3, padding="same"),
+    lambda: keras.layers.Conv3D(4, 2, strides=2, padding="valid"),
+    lambda: keras.layers.Conv3DTranspose(4, 2, strides=2, padding="valid"),
+], ids=["conv3x3x3", "down", "up"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_float32_filter_gradient_path_equals_the_layer(make_conv, use_bias, monkeypatch):
+    """The path large bf16 activations take on AVX512-BF16 CPUs without AMX, forced here on any CPU in float32:
+    value, input gradient and kernel gradient equal the layer's own convolution."""
+    import sassnet_tf.models.conv_norm as conv_norm_module
+
+    conv = make_conv()
+    x = tf.constant(X)
+    conv(x)
+    w = tf.linspace(-1.0, 1.0, 4)
+    results = []
+    for forced in (False, True):
+        monkeypatch.setattr(conv_norm_module, "slow_bf16_filter_gradient", lambda shape, dtype, f=forced: f)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = convolve(conv, x, use_bias=use_bias)
+            loss = tf.reduce_sum(y * w)
+        results.append((y, *tape.gradient(loss, [x, conv.kernel])))
+    assert results[1][0].shape == results[0][0].shape and results[1][0].shape.is_fully_defined()
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -50,3 +50,47 @@ def test_float32_is_plain_conv3d():
     x = tf.constant(rng.normal(size=(1, 2, 4, 4, 2)), tf.float32)
     w = tf.constant(rng.normal(size=(3, 3, 3, 2, 3)), tf.float32)
     np.testing.assert_array_equal(conv3d_same(x, w).numpy(), tf.nn.conv3d(x, w, [1] * 5, "SAME").numpy())
+
+
+@pytest.mark.parametrize("shape, dtype, cpu_kind, expected", [
+    ((4, 112, 112, 80, 16), tf.bfloat16, True, True),   # the V-Net's full-resolution level: 16.1 M per sample
+    ((None, 112, 112, 80, 16), tf.bfloat16, True, True),
+    ((4, 96, 96, 64, 16), tf.bfloat16, True, False),    # 9.4 M: bf16 measured faster
+    ((4, 112, 112, 80, 1), tf.bfloat16, True, False),   # the first conv's input
+    ((4, 112, 112, 80, 16), tf.float32, True, False),
+    ((4, 112, 112, 80, 16), tf.bfloat16, False, False),  # AMX, AVX2 or a GPU: not measured, the layer's own kernel
+    ((4, None, 112, 80, 16), tf.bfloat16, True, False),
+])
+def test_which_filter_gradients_are_faster_in_float32(shape, dtype, cpu_kind, expected, monkeypatch):
+    import sassnet_tf.models.safe_conv3d as safe_conv3d
+
+    monkeypatch.setattr(safe_conv3d, "_bf16_without_amx", lambda: cpu_kind)
+    assert safe_conv3d.slow_bf16_filter_gradient(shape, dtype) is expected
+
+
+def test_float32_filter_gradient_convs_in_bf16_match_float32():
+    from sassnet_tf.models.safe_conv3d import conv3d_float32_filter_gradient, conv3d_transpose_float32_filter_gradient
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 8, 6, 4, 8)).astype(np.float32)
+    cases = [
+        (lambda x, w: conv3d_float32_filter_gradient(x, w, 1, "SAME"), lambda x, w: tf.nn.conv3d(x, w, [1] * 5, "SAME"),
+         (3, 3, 3, 8, 4)),
+        (lambda x, w: conv3d_float32_filter_gradient(x, w, 2, "VALID"),
+         lambda x, w: tf.nn.conv3d(x, w, [1, 2, 2, 2, 1], "VALID"), (2, 2, 2, 8, 4)),
+        (lambda x, w: conv3d_transpose_float32_filter_gradient(x, w, 2),
+         lambda x, w: tf.nn.conv3d_transpose(x, w, [2, 16, 12, 8, 4], [1, 2, 2, 2, 1], "VALID"), (2, 2, 2, 4, 8)),
+    ]
+    for fn, reference, kernel_shape in cases:
+        w = (rng.normal(size=kernel_shape) * 0.2).astype(np.float32)
+        out = []
+        for f, dtype in ((reference, tf.float32), (fn, tf.bfloat16)):
+            xt, wt = tf.constant(x, dtype), tf.constant(w, dtype)
+            with tf.GradientTape() as tape:
+                tape.watch([xt, wt])
+                y = f(xt, wt)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.linspace(-1.0, 1.0, y.shape[-1]))
+            out.append([tf.cast(t, tf.float32).numpy() for t in (y, *tape.gradient(loss, [xt, wt]))])
+        assert out[1][0].shape == out[0][0].shape
+        for got, want in zip(out[1], out[0]):  # bf16 inputs and products: ~1 % of the largest value
+            np.testing.assert_allclose(got, want, atol=0.03 * np.abs(want).max())
