@@ -86,9 +86,12 @@ class Protocol:
     evaluations: tuple = (("la_eval10", EVAL_LIST),)
     seeds: tuple = (None,)  # train.seed of each run of a row; None: the config's, in a folder named after the row
     full_resolution: bool = False  # train the rows' full-resolution configs (the paper's protocol)
+    row_keys: tuple = ()  # the rows of an ablation protocol (empty: every row with a config)
 
     def config_of(self, row: Row) -> str | None:
         """The config a row trains under this protocol (None: the row has no run here)."""
+        if self.row_keys and row.key not in self.row_keys:
+            return None
         return row.full_config if self.full_resolution else row.config
 
     @property
@@ -138,6 +141,14 @@ PROTOCOLS = {
                          "150 iterations), as `half`; evaluated on the 20 volumes of `test.list` (and on the 10 "
                          "development cases), three seeds per row",
                          evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337, 1338, 1339)),
+    # Issue 21: `train.d_reuse_forward` becomes the default only if the same rows with the same seeds lose no Dice.
+    "official_d_reuse": Protocol("official_d_reuse", "Ablation: `official` with the D step reusing the network "
+                                 "step's forward pass (`train.d_reuse_forward=true`)", ("train.d_reuse_forward=true",),
+                                 "as `official`, with the discriminator step fed the network step's SDMs (training-mode "
+                                 "batch norm and dropout) instead of a second, inference-mode forward pass; the same "
+                                 "seeds, so each run pairs with `official`'s run of that row and seed",
+                                 evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)),
+                                 seeds=(1337, 1338, 1339), row_keys=("sassnet_16", "sassnet_8")),
 }
 DEFAULT_PROTOCOL = "half"
 
@@ -727,7 +738,7 @@ def main(argv=None) -> int:
                     name = run_name(row, seed)
                     state, done = shown_state(os.path.join(REPO, p.records, name), os.path.join(REPO, p.runs, name),
                                               iterations, p.eval_dirs)
-                    print(f"{p.key:8s} {name:20s} {_status(state, iterations)}" + (" (recorded)" if done else ""))
+                    print(f"{p.key:16s} {name:20s} {_status(state, iterations)}" + (" (recorded)" if done else ""))
         return 0
     for p in PROTOCOLS.values():  # a run finished outside `run` (or before records existed) gets its record now
         for key in record_finished(p, os.path.join(REPO, p.runs), os.path.join(REPO, p.records)):

@@ -264,3 +264,18 @@ def test_distance_means_say_when_they_leave_out_a_case_with_an_empty_prediction(
     assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 (9/10 cases) | 9.00 (9/10 cases) "
     summary["metrics"]["asd"] = summary["metrics"]["hd95"] = {"n": 10, "n_undefined": 0}
     assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 | 9.00 "
+
+
+def test_the_d_reuse_ablation_trains_only_sassnet_rows_with_the_option_and_the_official_seeds():
+    ablation, official = la_results.PROTOCOLS["official_d_reuse"], la_results.PROTOCOLS["official"]
+    assert [row.key for row in ablation.rows] == ["sassnet_8", "sassnet_16"]
+    assert ablation.seeds == official.seeds and ablation.evaluations == official.evaluations
+    for row in ablation.rows:
+        for seed in ablation.seeds:
+            config = la_results.row_config(row, ablation, seed).to_dict()
+            reference = la_results.row_config(row, official, seed).to_dict()
+            assert config["train"].pop("d_reuse_forward") is True
+            assert reference["train"].pop("d_reuse_forward") is False
+            assert config == reference  # the same run otherwise: each pairs with official's
+    with pytest.raises(SystemExit):
+        la_results.main(["run", "vnet_16", "--protocol", "official_d_reuse"])
