@@ -5,8 +5,8 @@
 The evidence behind `sassnet_tf.models.safe_conv3d.slow_bf16_filter_gradient`: on AVX512-BF16 CPUs without AMX,
 oneDNN's bf16 backward-weights kernels are slower than its float32 ones on large activations (the V-Net's
 full-resolution level), faster on small ones. Each row times `Conv3DBackpropFilterV2` on random data in bf16 and
-in float32 (the casts of both operands included, as the model pays them), median of `repeats` after a warm-up, and
-says which the model's rule picks for that activation on this CPU. Pause any background training first (SIGSTOP)
+in float32 (the casts of both operands included, as the model pays them), and the bf16 forward pass beside them,
+median of `repeats` after a warm-up, and says which the model's rule picks for that activation on this CPU. Pause any background training first (SIGSTOP)
 and say so in BENCH_CONTEXT.
 """
 
@@ -65,13 +65,20 @@ def measure(cases, repeats: int) -> list:
                 input=tf.cast(x, dtype), filter_sizes=[k, k, k, c_in, c_out], out_backprop=tf.cast(dy, dtype),
                 strides=[1, s, s, s, 1], padding=padding))
             seconds[dtype.name] = _median_seconds(lambda fn=fn: fn(x, dy).numpy(), repeats)
+        kernel = tf.cast(tf.random.normal([k, k, k, c_in, c_out]), tf.bfloat16)
+        forward = tf.function(lambda x: tf.nn.conv3d(x, kernel, [1, s, s, s, 1], padding))
+        seconds["forward"] = _median_seconds(lambda: forward(x).numpy(), repeats)
         gflop = 2 * batch * (size[0] // s) * (size[1] // s) * (size[2] // s) * k ** 3 * c_in * c_out / 1e9
         rows.append({"activation": [batch, *size, c_in], "kernel": [k, k, k, c_in, c_out], "stride": s,
                      "elements_per_sample": size[0] * size[1] * size[2] * c_in,
                      "seconds_bfloat16": round(seconds["bfloat16"], 4),
                      "seconds_float32_with_casts": round(seconds["float32"], 4),
                      "bf16_over_float32": round(seconds["bfloat16"] / seconds["float32"], 2),
+                     "seconds_forward_bfloat16": round(seconds["forward"], 4),
                      "gflop": round(gflop, 2),
+                     "gflop_per_second": {"bfloat16_filter_gradient": round(gflop / seconds["bfloat16"], 1),
+                                          "float32_filter_gradient": round(gflop / seconds["float32"], 1),
+                                          "bfloat16_forward": round(gflop / seconds["forward"], 1)},
                      "model_uses_float32": slow_bf16_filter_gradient([batch, *size, c_in], tf.bfloat16)})
         print(f"[bench_filter_gradient] {rows[-1]}", file=sys.stderr, flush=True)
     return rows

@@ -16,9 +16,10 @@ kernel is right), everything else stays bf16. Only layers with such a short axis
 nil (they are the smallest tensors of the network).
 
 The same CPUs' bf16 backward-weights kernels are also slow on large activations: on the V-Net's full-resolution
-level (16 channels at 112x112x80, batch 4) a bf16 filter gradient took 0.38 s (3x3x3, 16 -> 16) and 0.16 s (2x2x2
-stride 2, 16 -> 32) where float32, casts included, took 0.19 s and 0.04 s; on smaller activations (<= 9.4 M elements
-per sample) bf16 was 10-40 % faster (docs/PERFORMANCE.md, session 14). So there, too, the filter gradient is taken in
+level (16 channels at 112x112x80, batch 4) the bf16 filter gradient of the 3x3x3 16 -> 16 conv took 0.40 s in every
+profiled training step, where float32, casts included, takes 0.16-0.19 s (alone, the bf16 kernel varies from 0.13 to
+0.38 s between runs); the 2x2x2 stride-2 ones 0.06-0.16 s vs 0.04 s. On small activations bf16 is as fast or faster
+(`bench/bench_filter_gradient.py`, docs/PERFORMANCE.md, session 14). So there, too, the filter gradient is taken in
 float32 (`slow_bf16_filter_gradient`): a kernel choice, which only makes the gradient more exact.
 """
 
@@ -32,8 +33,8 @@ from sassnet_tf.utils.runtime import cpu_info
 
 _STRIDES = [1, 1, 1, 1, 1]
 # Per-sample elements of the filter gradient's activation (the conv's input, or a transposed conv's output) from which
-# the bf16 kernel is slower than float32 on AVX512-BF16 CPUs without AMX: between the largest measured fast case
-# (96x96x64x16 = 9.4 M) and the smallest slow one (112x112x80x16 = 16.1 M).
+# the bf16 kernel is slower than float32 on AVX512-BF16 CPUs without AMX: 112x112x80x16 = 16.1 M is slow, <= 8 M is
+# not, 9.4 M is at parity.
 SLOW_BF16_FILTER_GRADIENT_ELEMENTS = 12 * 2**20
 
 
