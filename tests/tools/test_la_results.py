@@ -279,3 +279,13 @@ def test_the_d_reuse_ablation_trains_only_sassnet_rows_with_the_option_and_the_o
             assert config == reference  # the same run otherwise: each pairs with official's
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--protocol", "official_d_reuse"])
+
+
+def test_the_weight_ablation_changes_only_the_8_label_sassnet_row_s_adversarial_weight():
+    ablation, official = la_results.PROTOCOLS["official_w010"], la_results.PROTOCOLS["official"]
+    assert [row.key for row in ablation.rows] == ["sassnet_8"] and ablation.seeds == official.seeds
+    row = la_results.ROW_BY_KEY["sassnet_8"]
+    config = la_results.row_config(row, ablation, 1337).to_dict()
+    reference = la_results.row_config(row, official, 1337).to_dict()
+    assert (config["train"].pop("consistency"), reference["train"].pop("consistency")) == (0.01, 0.015)
+    assert config == reference
