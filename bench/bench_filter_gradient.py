@@ -12,11 +12,9 @@ and say so in BENCH_CONTEXT.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-from report import emit_report
+from report import emit_report, median_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,16 +35,6 @@ CASES = [
 QUICK = [(1, (16, 16, 16), 4, 4, 3, 1), (1, (16, 16, 16), 4, 8, 2, 2)]
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: primitive creation
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
-
-
 def measure(cases, repeats: int) -> list:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import sassnet_tf  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
@@ -64,10 +52,10 @@ def measure(cases, repeats: int) -> list:
             fn = tf.function(lambda x, dy, dtype=dtype: tf.raw_ops.Conv3DBackpropFilterV2(
                 input=tf.cast(x, dtype), filter_sizes=[k, k, k, c_in, c_out], out_backprop=tf.cast(dy, dtype),
                 strides=[1, s, s, s, 1], padding=padding))
-            seconds[dtype.name] = _median_seconds(lambda fn=fn: fn(x, dy).numpy(), repeats)
+            seconds[dtype.name] = median_seconds(lambda fn=fn: fn(x, dy).numpy(), repeats)
         kernel = tf.cast(tf.random.normal([k, k, k, c_in, c_out]), tf.bfloat16)
         forward = tf.function(lambda x: tf.nn.conv3d(x, kernel, [1, s, s, s, 1], padding))
-        seconds["forward"] = _median_seconds(lambda: forward(x).numpy(), repeats)
+        seconds["forward"] = median_seconds(lambda: forward(x).numpy(), repeats)
         gflop = 2 * batch * (size[0] // s) * (size[1] // s) * (size[2] // s) * k ** 3 * c_in * c_out / 1e9
         rows.append({"activation": [batch, *size, c_in], "kernel": [k, k, k, c_in, c_out], "stride": s,
                      "elements_per_sample": size[0] * size[1] * size[2] * c_in,

@@ -11,23 +11,11 @@ Pause any background training first (SIGSTOP) and say so in BENCH_CONTEXT.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-from report import emit_report
+from report import emit_report, median_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up: primitive creation, allocation
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
 
 
 def measure(threads: int, repeats: int, n: int = 2048, conv_shape=(2, 56, 56, 40, 64)) -> list:
@@ -41,14 +29,14 @@ def measure(threads: int, repeats: int, n: int = 2048, conv_shape=(2, 56, 56, 40
         a = tf.cast(tf.random.normal((n, n)), dtype)
         b = tf.cast(tf.random.normal((n, n)), dtype)
         matmul = tf.function(lambda: tf.matmul(a, b))
-        seconds = _time(lambda: matmul().numpy(), repeats)
+        seconds = median_seconds(lambda: matmul().numpy(), repeats)
         rows.append({"op": f"matmul {n}x{n}x{n}", "dtype": dtype.name, "seconds": round(seconds, 4),
                      "gflops": round(2.0 * n ** 3 / seconds / 1e9, 1)})
         x = tf.cast(tf.random.normal(conv_shape), dtype)
         channels = conv_shape[-1]
         w = tf.cast(tf.random.normal((1, 1, 1, channels, channels)), dtype)
         conv = tf.function(lambda: tf.nn.conv3d(x, w, [1] * 5, "VALID"))
-        seconds = _time(lambda: conv().numpy(), repeats)
+        seconds = median_seconds(lambda: conv().numpy(), repeats)
         voxels = conv_shape[0] * conv_shape[1] * conv_shape[2] * conv_shape[3]
         rows.append({"op": f"conv3d 1x1x1 {list(conv_shape)} {channels}->{channels}", "dtype": dtype.name,
                      "seconds": round(seconds, 4), "gflops": round(2.0 * voxels * channels ** 2 / seconds / 1e9, 1)})

@@ -20,7 +20,37 @@ def cpu_model() -> str:
 
     name, flags = cpu_info()
     wide = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
-    return f"{name} ({' '.join(wide) or 'no avx2'})"
+    family = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    # "AMD EPYC" alone does not tell Zen 3 (family 25), Zen 4 (25, model >= 0x10) and Zen 5 (26) apart.
+    kind = f", family {family[0]} model {family[1]}" if all(family) else ""
+    return f"{name}{kind} ({' '.join(wide) or 'no avx2'})"
+
+
+def _cpuinfo_field(key: str, path: str = "/proc/cpuinfo") -> str | None:
+    """The first CPU's value of `key` in /proc/cpuinfo, or None."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn` after one warm-up call (primitive creation, allocation)."""
+    import statistics
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tick)
+    return statistics.median(times)
 
 
 def emit_report(report: dict, output: str | None) -> None:
