@@ -85,6 +85,7 @@ class DataConfig:
     downsample: int = 1  # integer factor per axis applied on reading (2 = "LA half resolution")
     num_parallel_calls: int = 2  # parallel crop/augment/SDM workers (0 = tf.data.AUTOTUNE)
     prefetch: int = 2  # batches prefetched ahead of the training step
+    intensity_scale: tuple = (1.0, 1.0)  # option: training patches' images times exp(U(ln lo, ln hi)); (1, 1) = off (reference)
     phantom_cases: int = 24  # built-in phantom: number of training cases generated
     phantom_test_cases: int = 4  # built-in phantom: number of test cases generated
     phantom_shape: tuple = (176, 144, 88)  # built-in phantom: median volume size (H, W, D); H, W vary per case like LA crops
@@ -283,6 +284,9 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source}: {key}{str(exc)[len(exc.field):]}") from None
     if d.labeled < 1:
         raise ConfigError(f"{source}: data.labeled must be >= 1, got {d.labeled}")
+    scale = d.intensity_scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise ConfigError(f"{source}: data.intensity_scale must be [lo, hi] with 0 < lo <= hi, got {list(scale)}")
     if d.labeled_bs < 1 or d.unlabeled_bs < 0:
         raise ConfigError(f"{source}: data.labeled_bs must be >= 1 and data.unlabeled_bs >= 0")
     if t.mode == "sassnet" and d.unlabeled_bs < 1:

@@ -36,6 +36,8 @@ def test_unknown_key_lists_the_valid_ones():
     ({"train.mode": "fancy"}, "not one of"),
     ({"iterations": "3"}, "section.name"),
     ({"train.precision": "float64"}, "not one of"),
+    ({"data.intensity_scale": "[1.5, 0.5]"}, "data.intensity_scale must be [lo, hi] with 0 < lo <= hi"),
+    ({"data.intensity_scale": "[0.5, 1.0, 2.0]"}, "data.intensity_scale must be [lo, hi]"),
 ])
 def test_bad_values_are_named(override, words):
     with pytest.raises(ConfigError) as err:
@@ -119,3 +121,8 @@ def test_a_config_is_a_path_or_a_shipped_name(tmp_path, monkeypatch):
         resolve_config_path("la_3labeled.yaml")
     with pytest.raises(ConfigError, match="config file not found"):
         resolve_config_path(str(tmp_path / "sub" / "la_8labeled.yaml"))
+
+
+def test_intensity_scale_is_off_by_default_and_keeps_fractions():
+    assert load_config(None).data.intensity_scale == (1.0, 1.0)
+    assert load_config(None, {"data.intensity_scale": "[0.33, 1.8]"}).data.intensity_scale == (0.33, 1.8)

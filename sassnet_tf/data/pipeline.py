@@ -97,10 +97,12 @@ def epoch_order(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
 class _PatchSampler:
     """Callable ``index -> arrays`` for one stream (used through tf.numpy_function; thread-safe, stateless)."""
 
-    def __init__(self, cases: list, patch: tuple, seed: int, stream: int, batch: int, with_label: bool):
+    def __init__(self, cases: list, patch: tuple, seed: int, stream: int, batch: int, with_label: bool,
+                 intensity_scale: tuple = (1.0, 1.0)):
         self.images = [c.image for c in cases]
         self.labels = [c.label for c in cases] if with_label else None
         self.patch, self.seed, self.stream, self.batch = patch, seed, stream, batch
+        self.intensity_scale = intensity_scale
 
     def case_index(self, index: int) -> int:
         n = len(self.images)
@@ -113,6 +115,9 @@ class _PatchSampler:
         c = self.case_index(index)
         image, label = augment_crop(self.images[c], self.labels[c] if self.labels is not None else None,
                                     self.patch, rng)
+        if self.intensity_scale != (1.0, 1.0):  # drawn after the reference's draws, which stay as they were
+            low, high = np.log(self.intensity_scale[0]), np.log(self.intensity_scale[1])
+            image = image * np.float32(np.exp(rng.uniform(low, high)))  # a new array: never the case's own
         if label is None:
             return image[..., None]
         return image[..., None], label[..., None], compute_sdm(label)[..., None]
@@ -164,7 +169,7 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 def make_train_dataset(labeled_cases, unlabeled_cases, patch_size=(112, 112, 80), labeled_bs: int = 2,
                        unlabeled_bs: int = 2, seed: int = 1337, start_step: int = 0, num_parallel_calls=2,
-                       prefetch: int = 2):
+                       prefetch: int = 2, intensity_scale=(1.0, 1.0)):
     """The infinite training dataset (DESIGN.md contract).
 
     Each element is one step's batch, a dict of float32 tensors: ``labeled_image``, ``label`` (0/1), ``sdm``
@@ -182,6 +187,9 @@ def make_train_dataset(labeled_cases, unlabeled_cases, patch_size=(112, 112, 80)
         start_step: first batch to yield; ``start_step=k`` continues an interrupted pipeline exactly.
         num_parallel_calls: parallel element workers per stream (0, None or tf.data.AUTOTUNE: autotune).
         prefetch: batches prefetched (0: none; negative: autotune).
+        intensity_scale: (lo, hi): each patch's image is multiplied by ``exp(U(ln lo, ln hi))`` (an option, not the
+            reference's augmentation: scans z-scored before the release's crop differ in contrast, findings.md);
+            (1, 1) draws nothing, so the reference's rotations, flips and crops are unchanged.
     """
     import tensorflow as tf
 
@@ -189,6 +197,12 @@ def make_train_dataset(labeled_cases, unlabeled_cases, patch_size=(112, 112, 80)
     labeled_bs = _check_int(labeled_bs, "labeled_bs", 1)
     unlabeled_bs = _check_int(unlabeled_bs, "unlabeled_bs", 0)
     seed = _check_int(seed, "seed", 0)
+    try:
+        intensity_scale = tuple(float(v) for v in intensity_scale)
+    except (TypeError, ValueError):
+        raise DataError(f"intensity_scale: expected (lo, hi) numbers, got {intensity_scale!r}") from None
+    if len(intensity_scale) != 2 or not 0 < intensity_scale[0] <= intensity_scale[1]:
+        raise DataError(f"intensity_scale: expected (lo, hi) with 0 < lo <= hi, got {intensity_scale!r}")
     start_step = _check_int(start_step, "start_step", 0)
     labeled = _check_cases(labeled_cases, "labeled cases", need_label=True)
     unlabeled = _check_cases(unlabeled_cases, "unlabeled cases", need_label=False)
@@ -211,9 +225,10 @@ def make_train_dataset(labeled_cases, unlabeled_cases, patch_size=(112, 112, 80)
         ds = ds.map(element, num_parallel_calls=parallel, deterministic=True)
         return ds.batch(batch, drop_remainder=True)
 
-    lab = stream(_PatchSampler(labeled, patch, seed, LABELED_STREAM, labeled_bs, True), labeled_bs, 3)
+    lab = stream(_PatchSampler(labeled, patch, seed, LABELED_STREAM, labeled_bs, True, intensity_scale), labeled_bs, 3)
     if unlabeled_bs:
-        unl = stream(_PatchSampler(unlabeled, patch, seed, UNLABELED_STREAM, unlabeled_bs, False), unlabeled_bs, 1)
+        unl = stream(_PatchSampler(unlabeled, patch, seed, UNLABELED_STREAM, unlabeled_bs, False, intensity_scale),
+                     unlabeled_bs, 1)
         ds = tf.data.Dataset.zip((lab, unl)).map(
             lambda l, u: {"labeled_image": l[0], "label": l[1], "sdm": l[2], "unlabeled_image": u[0]})
     else:

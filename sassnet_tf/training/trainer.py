@@ -127,7 +127,8 @@ class Trainer:
             return make_train_dataset(
                 self.labeled_cases, self.unlabeled_cases, patch_size=d.patch_size, labeled_bs=lbs,
                 unlabeled_bs=ubs, seed=t.seed + 7919 * ctx.input_pipeline_id, start_step=start_step,
-                num_parallel_calls=d.num_parallel_calls or tf.data.AUTOTUNE, prefetch=d.prefetch)
+                num_parallel_calls=d.num_parallel_calls or tf.data.AUTOTUNE, prefetch=d.prefetch,
+                intensity_scale=d.intensity_scale)
 
         train = self.strategy.distribute_datasets_from_function(dataset_fn)
         val = None

@@ -274,3 +274,34 @@ def test_real_la_patches(la_root):
     assert batch["unlabeled_image"].shape == (1, 112, 112, 80, 1)
     assert 0 < batch["label"].mean() < 0.5
     assert -1.0 <= batch["sdm"].min() < 0 < batch["sdm"].max() <= 1.0
+
+
+def test_intensity_scale_multiplies_images_only_and_keeps_the_reference_draws():
+    labeled, unlabeled = _cases_for_repro()
+    before = [c.image.copy() for c in labeled + unlabeled]
+    plain = _batches(make_train_dataset(labeled, unlabeled, PATCH, seed=5), 3)
+    halved = _batches(make_train_dataset(labeled, unlabeled, PATCH, seed=5, intensity_scale=(0.5, 0.5)), 3)
+    for p, h in zip(plain, halved):  # same rotations, flips and crops; labels and SDMs untouched
+        np.testing.assert_array_equal(h["labeled_image"], p["labeled_image"] * np.float32(0.5))
+        np.testing.assert_array_equal(h["unlabeled_image"], p["unlabeled_image"] * np.float32(0.5))
+        np.testing.assert_array_equal(h["label"], p["label"])
+        np.testing.assert_array_equal(h["sdm"], p["sdm"])
+    ranged = _batches(make_train_dataset(labeled, unlabeled, PATCH, seed=5, intensity_scale=(0.3, 1.8)), 3)
+    factors = []
+    for p, r in zip(plain, ranged):
+        for key in ("labeled_image", "unlabeled_image"):
+            for patch_p, patch_r in zip(p[key], r[key]):
+                nonzero = patch_p != 0
+                ratio = patch_r[nonzero] / patch_p[nonzero]
+                np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)  # one factor per patch
+                factors.append(float(ratio[0]))
+    assert 0.3 <= min(factors) and max(factors) <= 1.8 and len(set(np.round(factors, 6))) == len(factors)
+    for case, image in zip(labeled + unlabeled, before):
+        np.testing.assert_array_equal(case.image, image)  # the cached volumes are never scaled in place
+
+
+@pytest.mark.parametrize("scale", [(0.0, 1.0), (2.0, 1.0), (1.0,), "x"])
+def test_bad_intensity_scale_is_named(scale):
+    labeled, unlabeled = _cases_for_repro()
+    with pytest.raises(DataError, match="intensity_scale"):
+        make_train_dataset(labeled, unlabeled, PATCH, intensity_scale=scale)

@@ -289,3 +289,14 @@ def test_the_weight_ablation_changes_only_the_8_label_sassnet_row_s_adversarial_
     reference = la_results.row_config(row, official, 1337).to_dict()
     assert (config["train"].pop("consistency"), reference["train"].pop("consistency")) == (0.01, 0.015)
     assert config == reference
+
+
+def test_the_intensity_ablation_changes_only_the_augmentation():
+    ablation, official = la_results.PROTOCOLS["official_intensity"], la_results.PROTOCOLS["official"]
+    assert [row.key for row in ablation.rows] == ["vnet_16", "sassnet_16"] and ablation.seeds == official.seeds
+    for row in ablation.rows:
+        config = la_results.row_config(row, ablation, 1338).to_dict()
+        reference = la_results.row_config(row, official, 1338).to_dict()
+        assert (tuple(config["data"].pop("intensity_scale")), tuple(reference["data"].pop("intensity_scale"))) == (
+            (0.34, 1.8), (1.0, 1.0))
+        assert config == reference
