@@ -61,7 +61,16 @@ def slow_bf16_filter_gradient(activation_shape, dtype) -> bool:
     return dims[0] * dims[1] * dims[2] * dims[3] >= SLOW_BF16_FILTER_GRADIENT_ELEMENTS
 
 
-def conv3d_float32_filter_gradient(inputs, kernel, strides, padding):
+def _filter_gradient(inputs, kernel, grad_output, in_float32: bool, strides=_STRIDES, padding="SAME"):
+    """A conv's filter gradient (``Conv3DBackpropFilterV2``), in float32 when asked, returned in the kernel's dtype."""
+    if in_float32:
+        inputs, grad_output = tf.cast(inputs, tf.float32), tf.cast(grad_output, tf.float32)
+    grad = tf.raw_ops.Conv3DBackpropFilterV2(input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad_output,
+                                             strides=strides, padding=padding)
+    return tf.cast(grad, kernel.dtype)
+
+
+def conv3d_float32_filter_gradient(inputs, kernel, strides=1, padding="SAME", float32_when=None):
     """``tf.nn.conv3d`` whose filter gradient is computed in float32 (the input gradient stays in the inputs' dtype).
 
     Args:
@@ -69,20 +78,25 @@ def conv3d_float32_filter_gradient(inputs, kernel, strides, padding):
         kernel: ``[k, k, k, C, F]`` tensor of the inputs' dtype.
         strides: the stride on every spatial axis.
         padding: "SAME" or "VALID".
+        float32_when: None (always float32), or a function of the inputs giving a scalar bool tensor: the filter
+            gradient is float32 in the calls where it is True, the inputs' dtype otherwise (sizes unknown at trace
+            time).
     """
-    strides = [1, strides, strides, strides, 1]
+    stride5 = [1, strides, strides, strides, 1]
 
     @tf.custom_gradient
     def conv(x, k):
         def grad(dy):
             dx = tf.raw_ops.Conv3DBackpropInputV2(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
-                                                  strides=strides, padding=padding)
-            dk = tf.raw_ops.Conv3DBackpropFilterV2(input=tf.cast(x, tf.float32), filter_sizes=tf.shape(k),
-                                                   out_backprop=tf.cast(dy, tf.float32), strides=strides,
-                                                   padding=padding)
-            return dx, tf.cast(dk, k.dtype)
+                                                  strides=stride5, padding=padding)
+            if float32_when is None:
+                dk = _filter_gradient(x, k, dy, True, stride5, padding)
+            else:
+                dk = tf.cond(float32_when(x), lambda: _filter_gradient(x, k, dy, True, stride5, padding),
+                             lambda: _filter_gradient(x, k, dy, False, stride5, padding))
+            return dx, dk
 
-        return tf.nn.conv3d(x, k, strides, padding), grad
+        return tf.nn.conv3d(x, k, stride5, padding), grad
 
     return conv(inputs, kernel)
 
@@ -110,10 +124,8 @@ def conv3d_transpose_float32_filter_gradient(inputs, kernel, strides):
 
         def grad(dy):
             dx = tf.nn.conv3d(dy, k, stride5, "VALID")
-            dk = tf.raw_ops.Conv3DBackpropFilterV2(input=tf.cast(dy, tf.float32), filter_sizes=tf.shape(k),
-                                                   out_backprop=tf.cast(x, tf.float32), strides=stride5,
-                                                   padding="VALID")
-            return dx, tf.cast(dk, k.dtype)
+            # The transposed conv's filter gradient is a conv's with input and output swapped.
+            return dx, _filter_gradient(dy, k, x, True, stride5, "VALID")
 
         return y, grad
 
@@ -134,34 +146,6 @@ def filter_gradient_needs_float32(first_axis, kernel_size: int, dtype) -> bool:
     return first_axis is None or 1 < first_axis < kernel_size
 
 
-def _filter_gradient(inputs, kernel, grad_output, in_float32: bool):
-    if in_float32:
-        inputs, grad_output = tf.cast(inputs, tf.float32), tf.cast(grad_output, tf.float32)
-    grad = tf.raw_ops.Conv3DBackpropFilterV2(input=inputs, filter_sizes=tf.shape(kernel), out_backprop=grad_output,
-                                             strides=_STRIDES, padding="SAME")
-    return tf.cast(grad, kernel.dtype)
-
-
-@tf.custom_gradient
-def _conv3d_float32_filter_gradient(inputs, kernel):
-    outputs = tf.nn.conv3d(inputs, kernel, _STRIDES, "SAME")
-
-    def grad(grad_output):
-        grad_input = tf.raw_ops.Conv3DBackpropInputV2(input_sizes=tf.shape(inputs), filter=kernel,
-                                                      out_backprop=grad_output, strides=_STRIDES, padding="SAME")
-        first, k = inputs.shape[1], int(kernel.shape[0])
-        if first is not None:
-            grad_kernel = _filter_gradient(inputs, kernel, grad_output, in_float32=True)
-        else:  # unknown at trace time: decide per call
-            n = tf.shape(inputs)[1]
-            grad_kernel = tf.cond(tf.logical_and(n > 1, n < k),
-                                  lambda: _filter_gradient(inputs, kernel, grad_output, in_float32=True),
-                                  lambda: _filter_gradient(inputs, kernel, grad_output, in_float32=False))
-        return grad_input, grad_kernel
-
-    return outputs, grad
-
-
 def conv3d_same(inputs, kernel):
     """``tf.nn.conv3d(inputs, kernel, strides 1, "SAME")``, with the filter gradient taken in float32 where
     oneDNN's bf16 kernel is wrong (`filter_gradient_needs_float32`). Same forward result in every case.
@@ -170,6 +154,14 @@ def conv3d_same(inputs, kernel):
         inputs: ``[B, H, W, D, C]`` tensor.
         kernel: ``[k, k, k, C, F]`` tensor of the inputs' dtype.
     """
-    if filter_gradient_needs_float32(inputs.shape[1], int(kernel.shape[0]), inputs.dtype):
-        return _conv3d_float32_filter_gradient(inputs, kernel)
-    return tf.nn.conv3d(inputs, kernel, _STRIDES, "SAME")
+    k = int(kernel.shape[0])
+    if not filter_gradient_needs_float32(inputs.shape[1], k, inputs.dtype):
+        return tf.nn.conv3d(inputs, kernel, _STRIDES, "SAME")
+    if inputs.shape[1] is not None:
+        return conv3d_float32_filter_gradient(inputs, kernel)
+
+    def faulty_length(x):  # unknown at trace time: decide per call
+        n = tf.shape(x)[1]
+        return tf.logical_and(n > 1, n < k)
+
+    return conv3d_float32_filter_gradient(inputs, kernel, float32_when=faulty_length)
