@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # sassnet_tf from this checkout; imported lazily (TensorFlow is slow to load)
@@ -141,33 +141,39 @@ PROTOCOLS = {
                          "150 iterations), as `half`; evaluated on the 20 volumes of `test.list` (and on the 10 "
                          "development cases), three seeds per row",
                          evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337, 1338, 1339)),
+}
+
+
+def _ablation_of_official(key: str, title: str, sets: tuple, schedule: str, row_keys: tuple) -> Protocol:
+    """A protocol that is `official` with `sets` on top, for `row_keys` only: the same schedule, evaluations and
+    seeds, so each of its runs pairs with `official`'s run of that row and seed."""
+    return replace(PROTOCOLS["official"], key=key, title=f"Ablation: {title}", sets=sets,
+                   schedule=f"as `official`, {schedule}; the same seeds, so each run pairs with `official`'s",
+                   row_keys=row_keys)
+
+
+for _ablation in (
     # Issue 21: `train.d_reuse_forward` becomes the default only if the same rows with the same seeds lose no Dice.
-    "official_d_reuse": Protocol("official_d_reuse", "Ablation: `official` with the D step reusing the network "
-                                 "step's forward pass (`train.d_reuse_forward=true`)", ("train.d_reuse_forward=true",),
-                                 "as `official`, with the discriminator step fed the network step's SDMs (training-mode "
-                                 "batch norm and dropout) instead of a second, inference-mode forward pass; the same "
-                                 "seeds, so each run pairs with `official`'s run of that row and seed",
-                                 evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)),
-                                 seeds=(1337, 1338, 1339), row_keys=("sassnet_16", "sassnet_8")),
+    _ablation_of_official("official_d_reuse", "`official` with the D step reusing the network step's forward pass "
+                          "(`train.d_reuse_forward=true`)", ("train.d_reuse_forward=true",),
+                          "with the discriminator step fed the network step's SDMs (training-mode batch norm and "
+                          "dropout) instead of a second, inference-mode forward pass", ("sassnet_16", "sassnet_8")),
     # Issue 19 point 4: is the 8-label row's adversarial weight (the reference's 0.015, against 0.01 at 16 labels,
     # where the discriminator stays weaker) what costs SASSNet (8) typical scans? The 16-label value, not a tuned one.
-    "official_w010": Protocol("official_w010", "Ablation: `official` SASSNet (8) with the 16-label adversarial weight "
-                              "(`train.consistency=0.01`)", ("train.consistency=0.01",),
-                              "as `official`, with w(t)'s maximum 0.01 (the reference's value for 16 labeled scans) "
-                              "instead of 0.015; the same seeds, so each run pairs with `official`'s",
-                              evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)),
-                              seeds=(1337, 1338, 1339), row_keys=("sassnet_8",)),
+    _ablation_of_official("official_w010", "`official` SASSNet (8) with the 16-label adversarial weight "
+                          "(`train.consistency=0.01`)", ("train.consistency=0.01",),
+                          "with w(t)'s maximum 0.01 (the reference's value for 16 labeled scans) instead of 0.015",
+                          ("sassnet_8",)),
     # Issue 19 point 4: SASSNet's gain over V-Net sits on the dark test scans. Does intensity augmentation alone give
     # V-Net that gain (and does SASSNet add to it)? The range spans the training images' contrast: image std over
     # the 80 scans of train.list 0.31-1.65 around a median of 0.92 (findings, session 3), i.e. x0.34-x1.8.
-    "official_intensity": Protocol("official_intensity", "Ablation: `official` with intensity augmentation "
-                                   "(`data.intensity_scale=[0.34,1.8]`)", ("data.intensity_scale=[0.34,1.8]",),
-                                   "as `official`, with each training patch's image multiplied by a random factor "
-                                   "exp(U(ln 0.34, ln 1.8)) after the reference's rotation, flip and crop (whose random "
-                                   "draws stay the same); the same seeds, so each run pairs with `official`'s",
-                                   evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)),
-                                   seeds=(1337, 1338, 1339), row_keys=("vnet_16", "sassnet_16")),
-}
+    _ablation_of_official("official_intensity", "`official` with intensity augmentation "
+                          "(`data.intensity_scale=[0.34,1.8]`)", ("data.intensity_scale=[0.34,1.8]",),
+                          "with each training patch's image multiplied by a random factor exp(U(ln 0.34, ln 1.8)) "
+                          "after the reference's rotation, flip and crop (whose random draws stay the same)",
+                          ("vnet_16", "sassnet_16")),
+):
+    PROTOCOLS[_ablation.key] = _ablation
 DEFAULT_PROTOCOL = "half"
 
 
