@@ -274,6 +274,8 @@ _INFERENCE_KEYS = {"patch_size": "data.patch_size", "downsample": "data.downsamp
 
 
 def validate(config: Config, source: str = "<config>") -> None:
+    from sassnet_tf.data.errors import DataError
+    from sassnet_tf.data.pipeline import check_intensity_scale
     from sassnet_tf.inference.settings import InferenceSettings, InferenceSettingsError
 
     d, t = config.data, config.train
@@ -284,9 +286,11 @@ def validate(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source}: {key}{str(exc)[len(exc.field):]}") from None
     if d.labeled < 1:
         raise ConfigError(f"{source}: data.labeled must be >= 1, got {d.labeled}")
-    scale = d.intensity_scale
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-        raise ConfigError(f"{source}: data.intensity_scale must be [lo, hi] with 0 < lo <= hi, got {list(scale)}")
+    try:
+        check_intensity_scale(d.intensity_scale)
+    except DataError:
+        raise ConfigError(f"{source}: data.intensity_scale must be [lo, hi] with 0 < lo <= hi, "
+                          f"got {list(d.intensity_scale)}") from None
     if d.labeled_bs < 1 or d.unlabeled_bs < 0:
         raise ConfigError(f"{source}: data.labeled_bs must be >= 1 and data.unlabeled_bs >= 0")
     if t.mode == "sassnet" and d.unlabeled_bs < 1:

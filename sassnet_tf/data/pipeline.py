@@ -158,6 +158,18 @@ def _warn_if_small(cases: list, patch: tuple, rotated: bool) -> None:
                     "zero-padded", case.case_id, tuple(case.image.shape), patch, why)
 
 
+def check_intensity_scale(value) -> tuple:
+    """`value` as a (lo, hi) pair of floats with 0 < lo <= hi (the one rule, also `config.validate`'s); DataError
+    otherwise."""
+    try:
+        scale = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"intensity_scale: expected (lo, hi) numbers, got {value!r}") from None
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise DataError(f"intensity_scale: expected (lo, hi) with 0 < lo <= hi, got {value!r}")
+    return scale
+
+
 def _check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -197,12 +209,7 @@ def make_train_dataset(labeled_cases, unlabeled_cases, patch_size=(112, 112, 80)
     labeled_bs = _check_int(labeled_bs, "labeled_bs", 1)
     unlabeled_bs = _check_int(unlabeled_bs, "unlabeled_bs", 0)
     seed = _check_int(seed, "seed", 0)
-    try:
-        intensity_scale = tuple(float(v) for v in intensity_scale)
-    except (TypeError, ValueError):
-        raise DataError(f"intensity_scale: expected (lo, hi) numbers, got {intensity_scale!r}") from None
-    if len(intensity_scale) != 2 or not 0 < intensity_scale[0] <= intensity_scale[1]:
-        raise DataError(f"intensity_scale: expected (lo, hi) with 0 < lo <= hi, got {intensity_scale!r}")
+    intensity_scale = check_intensity_scale(intensity_scale)
     start_step = _check_int(start_step, "start_step", 0)
     labeled = _check_cases(labeled_cases, "labeled cases", need_label=True)
     unlabeled = _check_cases(unlabeled_cases, "unlabeled cases", need_label=False)
