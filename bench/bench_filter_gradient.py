@@ -6,8 +6,8 @@ The evidence behind `sassnet_tf.models.safe_conv3d.slow_bf16_filter_gradient`: o
 oneDNN's bf16 backward-weights kernels are slower than its float32 ones on large activations (the V-Net's
 full-resolution level), faster on small ones. Each row times `Conv3DBackpropFilterV2` on random data in bf16 and
 in float32 (the casts of both operands included, as the model pays them), and the bf16 forward pass beside them,
-median of `repeats` after a warm-up, and says which the model's rule picks for that activation on this CPU. Pause any background training first (SIGSTOP)
-and say so in BENCH_CONTEXT.
+median of `repeats` after a warm-up, and says which the model's rule picks for that activation on this CPU. Pause
+any background training first (SIGSTOP) and say so in BENCH_CONTEXT.
 """
 
 import argparse

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,7 +28,7 @@ from sassnet_tf.inference.sliding_window import keras_predict_fn, sliding_window
 from sassnet_tf.models import build_vnet  # noqa: E402
 from sassnet_tf.training.precision import cpu_has_fast_bf16  # noqa: E402
 
-from report import emit_report  # noqa: E402
+from report import emit_report, timings  # noqa: E402
 
 FULL = {"n_filters": 16, "patch": (112, 112, 80), "volume": (190, 138, 88), "strides": [(18, 18, 4), (56, 56, 40)],
         "repeats": 4, "volume_repeats": 3}
@@ -40,16 +38,6 @@ QUICK = {"n_filters": 4, "patch": (48, 48, 32), "volume": (70, 60, 40), "strides
 
 def _progress(message: str) -> None:
     print(f"[bench_inference] {message}", file=sys.stderr, flush=True)
-
-
-def _timed(fn, repeats: int) -> tuple[float, list]:
-    """Median and all wall times of `repeats` calls (the VM's speed drifts: medians, as the other benchmarks)."""
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times), [round(t, 4) for t in times]
 
 
 def bench_precision(precision: str, settings: dict, batch: int, volumes: bool = True) -> dict:
@@ -67,7 +55,8 @@ def bench_precision(precision: str, settings: dict, batch: int, volumes: bool = 
     for n in sorted({1, batch}) if volumes else [1]:
         x = tf.constant(rng.normal(size=(n, *patch, 1)).astype(np.float32))
         forward(x)["seg"].numpy()  # warm-up (trace + oneDNN primitive creation)
-        seconds, times = _timed(lambda: forward(x)["seg"].numpy(), settings["repeats"] + 1 if volumes else 1)
+        seconds, times = timings(lambda: forward(x)["seg"].numpy(), settings["repeats"] + 1 if volumes else 1,
+                                 warmup=False)
         result["windows"][f"batch_{n}"] = {"seconds_per_call": seconds, "seconds_per_window": seconds / n,
                                            "seconds_per_call_all": times}
         _progress(f"{precision} batch {n}: {seconds / n:.3f} s per window")
@@ -88,7 +77,7 @@ def bench_precision(precision: str, settings: dict, batch: int, volumes: bool = 
         segment(warmup)["label"].numpy()  # trace + warm-up
         # The first run also creates the oneDNN primitives of the smaller last batch: with >= 3 runs the median is
         # the steady state of a server that has seen one volume.
-        seconds, times = _timed(lambda: segment(volume)["label"].numpy(), settings["volume_repeats"])
+        seconds, times = timings(lambda: segment(volume)["label"].numpy(), settings["volume_repeats"], warmup=False)
         result["volumes"].append(
             {"stride": list(stride), "batch_size": batch, "windows": n_windows, "seconds_per_volume": seconds,
              "seconds_per_window": seconds / n_windows, "seconds_per_volume_all": times}

@@ -39,18 +39,25 @@ def _cpuinfo_field(key: str, path: str = "/proc/cpuinfo") -> str | None:
     return None
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls of `fn` after one warm-up call (primitive creation, allocation)."""
+def timings(fn, repeats: int, warmup: bool = True) -> tuple:
+    """(median, every time rounded to 0.1 ms) of `repeats` wall-timed calls of `fn`, after one untimed call when
+    `warmup` (primitive creation, allocation)."""
     import statistics
     import time
 
-    fn()
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         tick = time.perf_counter()
         fn()
         times.append(time.perf_counter() - tick)
-    return statistics.median(times)
+    return statistics.median(times), [round(t, 4) for t in times]
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn` after one warm-up call (`timings`)."""
+    return timings(fn, repeats)[0]
 
 
 def emit_report(report: dict, output: str | None) -> None:
