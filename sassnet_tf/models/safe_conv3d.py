@@ -29,7 +29,7 @@ import functools
 
 import tensorflow as tf
 
-from sassnet_tf.utils.runtime import cpu_info
+from sassnet_tf.utils.runtime import cpu_kind
 
 _STRIDES = [1, 1, 1, 1, 1]
 # Per-sample elements of the filter gradient's activation (the conv's input, or a transposed conv's output) from which
@@ -41,8 +41,7 @@ SLOW_BF16_FILTER_GRADIENT_ELEMENTS = 12 * 2**20
 @functools.lru_cache(maxsize=1)
 def _bf16_without_amx() -> bool:
     """Whether this process's CPU has AVX512-BF16 but no AMX and no GPU is visible (the measured kind)."""
-    flags = cpu_info()[1]
-    return "avx512_bf16" in flags and "amx_bf16" not in flags and not tf.config.list_physical_devices("GPU")
+    return cpu_kind() == "avx512_bf16" and not tf.config.list_physical_devices("GPU")
 
 
 def slow_bf16_filter_gradient(activation_shape, dtype) -> bool:

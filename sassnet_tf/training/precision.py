@@ -17,7 +17,7 @@ import logging
 import keras
 import tensorflow as tf
 
-from sassnet_tf.utils.runtime import cpu_info
+from sassnet_tf.utils.runtime import cpu_kind
 
 log = logging.getLogger("sassnet_tf")
 
@@ -29,7 +29,7 @@ def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
     Without them oneDNN emulates bf16 and a convolution is ~9x slower than float32 (measured on an AVX2 EPYC).
     """
-    return bool(cpu_info(cpuinfo_path)[1] & {"avx512_bf16", "amx_bf16"})
+    return cpu_kind(cpuinfo_path) != "no_bf16"
 
 
 def auto_precision(has_gpu: bool | None = None, cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, str]:
@@ -43,10 +43,10 @@ def auto_precision(has_gpu: bool | None = None, cpuinfo_path: str = "/proc/cpuin
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
     if has_gpu:
         return "mixed_float16", "GPU: float16 tensor cores, with loss scaling"
-    flags = cpu_info(cpuinfo_path)[1]
-    if "amx_bf16" in flags:
+    kind = cpu_kind(cpuinfo_path)
+    if kind == "amx":
         return "mixed_bfloat16", "CPU with AMX: oneDNN's bf16 AMX kernels"
-    if "avx512_bf16" in flags:
+    if kind == "avx512_bf16":
         return "mixed_bfloat16", ("CPU with AVX512-BF16 and no AMX: native bf16 dot products (oneDNN's faulty bf16 "
                                   "filter gradient on short axes is avoided by the model)")
     return "float32", "CPU without native bf16 (no AVX512-BF16, no AMX): bf16 would be emulated, ~9x slower"

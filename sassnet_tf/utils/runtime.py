@@ -44,6 +44,21 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
     return name, flags
 
 
+CPU_KINDS = ("amx", "avx512_bf16", "no_bf16")
+
+
+def cpu_kind(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """Which bf16 hardware the CPU has: "amx" (AMX tiles), "avx512_bf16" (bf16 dot products, no AMX) or "no_bf16".
+
+    The three kinds this project has met run different oneDNN bf16 kernels (Intel Xeon with AMX; AMD EPYC Zen 4/5;
+    AMD EPYC Zen 3, which emulates bf16), so the precision choice and the kernel workarounds key on this one answer.
+    """
+    flags = cpu_info(cpuinfo_path)[1]
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+
+
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its oneDNN kernels in this process (asks TensorFlow; the variable as a fallback)."""
     try:

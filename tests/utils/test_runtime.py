@@ -73,3 +73,17 @@ def test_cpu_info_reads_the_first_cpus_model_and_flags(tmp_path):
                        "processor\t: 1\nmodel name\t: Xeon B\nflags\t\t: fpu\n")
     assert runtime.cpu_info(str(cpuinfo)) == ("Xeon A", {"fpu", "avx2", "amx_bf16"})
     assert runtime.cpu_info(str(tmp_path / "missing")) == ("unknown", set())
+
+
+@pytest.mark.parametrize("flags, kind", [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "amx"),
+                                         ("fpu avx2 avx512f avx512_bf16", "avx512_bf16"),
+                                         ("fpu avx2 avx512f", "no_bf16"), ("fpu avx2", "no_bf16")])
+def test_cpu_kind_names_the_bf16_hardware(tmp_path, flags, kind):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n")
+    assert runtime.cpu_kind(str(cpuinfo)) == kind
+    assert kind in runtime.CPU_KINDS
+
+
+def test_cpu_kind_without_cpuinfo_is_no_bf16(tmp_path):
+    assert runtime.cpu_kind(str(tmp_path / "missing")) == "no_bf16"
