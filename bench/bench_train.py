@@ -21,6 +21,7 @@ import sys
 import time
 
 from report import emit_report
+from train_step import synthetic_train_step
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -74,31 +75,8 @@ def iteration_gflop(patch, n_filters, ndf, labeled=2, unlabeled=2, d_reuse_forwa
 
 
 def run_one(args) -> dict:
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from sassnet_tf.models import build_discriminator, build_vnet
-    from sassnet_tf.schedules import StepDecay
-    from sassnet_tf.training.precision import apply_precision
-    from sassnet_tf.training.sassnet import SASSNet
-    from sassnet_tf.training.torch_sgd import TorchSGD
-
-    precision = apply_precision(args.precision)
-    keras.utils.set_random_seed(0)
-    model = SASSNet(build_vnet(args.n_filters), build_discriminator(args.ndf), mode=args.mode,
-                    d_reuse_forward=args.d_reuse_forward)
-    model.compile(TorchSGD(StepDecay(0.01), momentum=0.9, coupled_weight_decay=1e-4),
-                  keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.99, epsilon=1e-8))
-    model.build_optimizers()
-    rng = np.random.default_rng(0)
-    shape = (2,) + tuple(args.patch) + (1,)
-    batch = {"labeled_image": tf.constant(rng.normal(size=shape), tf.float32),
-             "label": tf.constant((rng.random(shape) > 0.9).astype(np.float32)),
-             "sdm": tf.constant(rng.uniform(-1, 1, size=shape), tf.float32),
-             "unlabeled_image": tf.constant(rng.normal(size=shape), tf.float32)}
-    step = tf.function(model.train_step)
+    step, batch, precision = synthetic_train_step(args.precision, args.patch, args.n_filters, args.ndf, args.mode,
+                                                  args.d_reuse_forward)
     t = time.perf_counter()
     float(step(batch)["loss"])
     first = time.perf_counter() - t

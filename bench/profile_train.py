@@ -14,11 +14,11 @@ import collections
 import glob
 import json
 import os
-import sys
 import tempfile
 import time
 
 from report import emit_report
+from train_step import synthetic_train_step
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -60,31 +60,10 @@ def _scope(op_name: str) -> str:
 
 
 def run(args) -> dict:
-    import keras
-    import numpy as np
     import tensorflow as tf
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from sassnet_tf.models import build_discriminator, build_vnet
-    from sassnet_tf.schedules import StepDecay
-    from sassnet_tf.training.precision import apply_precision
-    from sassnet_tf.training.sassnet import SASSNet
-    from sassnet_tf.training.torch_sgd import TorchSGD
-
-    precision = apply_precision(args.precision)
-    keras.utils.set_random_seed(0)
-    model = SASSNet(build_vnet(args.n_filters), build_discriminator(args.ndf), mode=args.mode,
-                    d_reuse_forward=args.d_reuse_forward)
-    model.compile(TorchSGD(StepDecay(0.01), momentum=0.9, coupled_weight_decay=1e-4),
-                  keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.99, epsilon=1e-8))
-    model.build_optimizers()
-    rng = np.random.default_rng(0)
-    shape = (2,) + tuple(args.patch) + (1,)
-    batch = {"labeled_image": tf.constant(rng.normal(size=shape), tf.float32),
-             "label": tf.constant((rng.random(shape) > 0.9).astype(np.float32)),
-             "sdm": tf.constant(rng.uniform(-1, 1, size=shape), tf.float32),
-             "unlabeled_image": tf.constant(rng.normal(size=shape), tf.float32)}
-    step = tf.function(model.train_step)
+    step, batch, precision = synthetic_train_step(args.precision, args.patch, args.n_filters, args.ndf, args.mode,
+                                                  args.d_reuse_forward)
     for _ in range(2):
         float(step(batch)["loss"])
     with tempfile.TemporaryDirectory() as logdir:
