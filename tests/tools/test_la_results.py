@@ -300,3 +300,13 @@ def test_the_intensity_ablation_changes_only_the_augmentation():
         assert (tuple(config["data"].pop("intensity_scale")), tuple(reference["data"].pop("intensity_scale"))) == (
             (0.34, 1.8), (1.0, 1.0))
         assert config == reference
+
+
+def test_the_float32_ablation_changes_only_the_precision():
+    ablation, official = la_results.PROTOCOLS["official_float32"], la_results.PROTOCOLS["official"]
+    assert [row.key for row in ablation.rows] == ["vnet_8", "sassnet_8"] and ablation.seeds == official.seeds
+    for row in ablation.rows:
+        config = la_results.row_config(row, ablation, 1339).to_dict()
+        reference = la_results.row_config(row, official, 1339).to_dict()
+        assert (config["train"].pop("precision"), reference["train"].pop("precision")) == ("float32", "auto")
+        assert config == reference
