@@ -87,6 +87,7 @@ class Protocol:
     seeds: tuple = (None,)  # train.seed of each run of a row; None: the config's, in a folder named after the row
     full_resolution: bool = False  # train the rows' full-resolution configs (the paper's protocol)
     row_keys: tuple = ()  # the rows of an ablation protocol (empty: every row with a config)
+    paired_with: str | None = None  # an ablation's base protocol: each run pairs with that one's run of row and seed
 
     def config_of(self, row: Row) -> str | None:
         """The config a row trains under this protocol (None: the row has no run here)."""
@@ -150,7 +151,7 @@ def _ablation_of_official(key: str, title: str, sets: tuple, schedule: str, row_
     seeds, so each of its runs pairs with `official`'s run of that row and seed."""
     return replace(PROTOCOLS["official"], key=key, title=f"Ablation: {title}", sets=sets,
                    schedule=f"as `official`, {schedule}; the same seeds, so each run pairs with `official`'s",
-                   row_keys=row_keys)
+                   row_keys=row_keys, paired_with="official")
 
 
 for _ablation in (
@@ -495,7 +496,42 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
             precision = (state["run"] or {}).get("precision") or "–"
             lines.append(f"| {row.method} ({row.labeled}) | {seed} {_metrics(state['eval'] if done else None)}"
                          f"| {median} | {nms} | {precision} | {_status(state, iterations)} |")
-    return lines + [""]
+    lines.append("")
+    if protocol.paired_with:
+        lines += paired_section(protocol, records, dirs[0])
+    return lines
+
+
+def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
+    """Markdown lines: an ablation's Dice beside its base protocol's run of the same row and seed, the difference,
+    and each row's mean difference over its pairs (paired, so the seed-to-seed spread of the rows cancels)."""
+    base = PROTOCOLS[protocol.paired_with]
+    base_records = os.path.join(os.path.dirname(records), base.folder)
+    lines = [f"### Paired with `{base.key}` (same row and seed, Dice % on `{protocol.evaluations[0][0]}`)", "",
+             f"| Run | seed | `{protocol.key}` | `{base.key}` | difference |", "|---" * 5 + "|"]
+    summary = []
+    for row in protocol.rows:
+        differences = []
+        for seed in protocol.seeds:
+            pair = [read_json(os.path.join(folder, run_name(row, seed), eval_dir, "summary.json"))
+                    for folder in (records, base_records)]
+            if None in pair:
+                continue
+            this, that = (p["paper_table"]["Dice (%)"] for p in pair)
+            differences.append(this - that)
+            lines.append(f"| {row.method} ({row.labeled}) | {seed} | {this:.2f} | {that:.2f} | {this - that:+.2f} |")
+        if len(differences) >= 2:
+            error = statistics.stdev(differences) / len(differences) ** 0.5
+            summary.append(f"- {row.method} ({row.labeled}): mean difference {statistics.mean(differences):+.2f} "
+                           f"points over {len(differences)} pairs (standard error {error:.2f}).")
+        elif differences:
+            summary.append(f"- {row.method} ({row.labeled}): difference {differences[0]:+.2f} points, one pair "
+                           "(no spread yet: a single seed cannot tell the change from noise).")
+        else:
+            summary.append(f"- {row.method} ({row.labeled}): no finished pair yet.")
+    if len(lines) == 4:  # no finished pair: the summary alone says so
+        return lines[:2] + summary + [""]
+    return lines + [""] + summary + [""]
 
 
 def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:

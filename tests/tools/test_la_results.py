@@ -310,3 +310,21 @@ def test_the_float32_ablation_changes_only_the_precision():
         reference = la_results.row_config(row, official, 1339).to_dict()
         assert (config["train"].pop("precision"), reference["train"].pop("precision")) == ("float32", "auto")
         assert config == reference
+
+
+def test_an_ablation_shows_each_run_beside_official_s_run_of_the_same_row_and_seed(tmp_path):
+    ablation = la_results.PROTOCOLS["official_float32"]
+    assert ablation.paired_with == "official" and la_results.PROTOCOLS["official"].paired_with is None
+    records = tmp_path / "records"
+    for seed, dice in ((1337, 76.0), (1338, 77.0), (1339, 70.0)):
+        summary = records / "la_official" / f"sassnet_8-seed{seed}" / "eval-test" / "summary.json"
+        _write(summary, _summary(dice))
+    for seed, dice in ((1337, 79.0), (1338, 79.0)):  # seed 1339 of the ablation not finished: no pair
+        _write(records / "la_official_float32" / f"sassnet_8-seed{seed}" / "eval-test" / "summary.json", _summary(dice))
+    _write(records / "la_official_float32" / "vnet_8-seed1337" / "eval-test" / "summary.json", _summary(75.0))
+    text = "\n".join(la_results.paired_section(ablation, str(records / "la_official_float32"), "eval-test"))
+    assert "| SASSNet (8) | 1337 | 79.00 | 76.00 | +3.00 |" in text and "| SASSNet (8) | 1338 | 79.00 | 77.00 | +2.00 |" in text
+    assert "1339" not in text
+    # differences +3 and +2: mean +2.50, standard error stdev(3, 2) / sqrt(2) = 0.50
+    assert "SASSNet (8): mean difference +2.50 points over 2 pairs (standard error 0.50)." in text
+    assert "V-Net (8): no finished pair yet." in text  # official's V-Net (8) record is absent here
