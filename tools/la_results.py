@@ -294,7 +294,11 @@ def _status(state: dict, iterations: int) -> str:
     hours = (run.get("train_seconds") or 0) / 3600
     if is_done(state, iterations):
         return f"done, {hours:.1f} h training"
-    return f"{run.get('status', '?')}: iteration {it} of {iterations}, {hours:.1f} h so far"
+    text = f"{run.get('status', '?')}: iteration {it} of {iterations}, {hours:.1f} h so far"
+    if it > 0 and hours > 0 and iterations > it:
+        # at the run's mean speed so far: the hours a resumed run still needs, wherever it continues
+        text += f", ~{hours / it * (iterations - it):.1f} h more at its speed so far"
+    return text
 
 
 def runs_protocol(run: str, row: Row, protocol: Protocol, seed=None) -> bool:
