@@ -134,8 +134,7 @@ PROTOCOLS = {
                      "the paper's protocol: full resolution, 112x112x80 patches, stride 18/18/4, 6000 iterations, "
                      "learning-rate steps at 2500 and 5000; evaluated on the 20 volumes of `test.list` (and on the 10 "
                      "development cases); one seed (a SASSNet row is ~7 h on the 2-core EPYC Zen 5 in bf16, 4.0-4.2 s per "
-                     "iteration), a checkpoint every 50 "
-                     "iterations (a few minutes) so that a run survives stops and moves between machines",
+                     "iteration), a checkpoint every 50 iterations (a few minutes) so that a run survives stops and moves between machines",
                      evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337,),
                      full_resolution=True),
     "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
@@ -511,9 +510,8 @@ def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
     and each row's mean difference over its pairs (paired, so the seed-to-seed spread of the rows cancels)."""
     base = PROTOCOLS[protocol.paired_with]
     base_records = os.path.join(os.path.dirname(records), base.folder)
-    lines = [f"### Paired with `{base.key}` (same row and seed, Dice % on `{protocol.evaluations[0][0]}`)", "",
-             f"| Run | seed | `{protocol.key}` | `{base.key}` | difference |", "|---" * 5 + "|"]
-    summary = []
+    heading = [f"### Paired with `{base.key}` (same row and seed, Dice % on `{protocol.evaluations[0][0]}`)", ""]
+    table, summary = [], []
     for row in protocol.rows:
         differences = []
         for seed in protocol.seeds:
@@ -523,7 +521,7 @@ def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
                 continue
             this, that = (p["paper_table"]["Dice (%)"] for p in pair)
             differences.append(this - that)
-            lines.append(f"| {row.method} ({row.labeled}) | {seed} | {this:.2f} | {that:.2f} | {this - that:+.2f} |")
+            table.append(f"| {row.method} ({row.labeled}) | {seed} | {this:.2f} | {that:.2f} | {this - that:+.2f} |")
         if len(differences) >= 2:
             error = statistics.stdev(differences) / len(differences) ** 0.5
             summary.append(f"- {row.method} ({row.labeled}): mean difference {statistics.mean(differences):+.2f} "
@@ -533,9 +531,9 @@ def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
                            "(no spread yet: a single seed cannot tell the change from noise).")
         else:
             summary.append(f"- {row.method} ({row.labeled}): no finished pair yet.")
-    if len(lines) == 4:  # no finished pair: the summary alone says so
-        return lines[:2] + summary + [""]
-    return lines + [""] + summary + [""]
+    if table:  # without a finished pair the summary alone says so
+        table = [f"| Run | seed | `{protocol.key}` | `{base.key}` | difference |", "|---" * 5 + "|"] + table + [""]
+    return heading + table + summary + [""]
 
 
 def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:

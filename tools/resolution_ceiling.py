@@ -46,8 +46,7 @@ def analyse(data_root: str, list_file: str, factor: int) -> dict:
     from sassnet_tf.data.dataset_layout import open_dataset
 
     layout = open_dataset(data_root)
-    with open(os.path.join(data_root, list_file), encoding="utf-8") as fh:
-        cases = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+    cases = layout.read_list(list_file)
     per_case = {case: case_ceiling(layout.load(case).label, factor) for case in cases}
     summary = {name: {"mean": statistics.mean(c[name] for c in per_case.values()),
                       "min": min(c[name] for c in per_case.values())} for name in ("target", "soft")}
