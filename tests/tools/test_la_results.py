@@ -268,50 +268,33 @@ def test_distance_means_say_when_they_leave_out_a_case_with_an_empty_prediction(
     assert la_results._metrics(summary) == "| 75.00 | 65.00 | 2.50 | 9.00 "
 
 
-def test_the_d_reuse_ablation_trains_only_sassnet_rows_with_the_option_and_the_official_seeds():
-    ablation, official = la_results.PROTOCOLS["official_d_reuse"], la_results.PROTOCOLS["official"]
-    assert [row.key for row in ablation.rows] == ["sassnet_8", "sassnet_16"]
+@pytest.mark.parametrize("key, rows, section, field, values", [
+    # issue 21: the D step reusing the network step's forward pass, on the SASSNet rows only
+    ("official_d_reuse", ["sassnet_8", "sassnet_16"], "train", "d_reuse_forward", (True, False)),
+    # issue 19 point 4: the 16-label adversarial weight for the 8-label SASSNet row
+    ("official_w010", ["sassnet_8"], "train", "consistency", (0.01, 0.015)),
+    # issue 19 point 4: intensity augmentation
+    ("official_intensity", ["vnet_16", "sassnet_16"], "data", "intensity_scale", ((0.34, 1.8), (1.0, 1.0))),
+    # issue 19 point 4: bf16 numerics
+    ("official_float32", ["vnet_8", "sassnet_8"], "train", "precision", ("float32", "auto")),
+])
+def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(key, rows, section, field, values):
+    ablation, official = la_results.PROTOCOLS[key], la_results.PROTOCOLS["official"]
+    assert [row.key for row in ablation.rows] == rows
     assert ablation.seeds == official.seeds and ablation.evaluations == official.evaluations
     for row in ablation.rows:
         for seed in ablation.seeds:
             config = la_results.row_config(row, ablation, seed).to_dict()
             reference = la_results.row_config(row, official, seed).to_dict()
-            assert config["train"].pop("d_reuse_forward") is True
-            assert reference["train"].pop("d_reuse_forward") is False
+            changed = tuple(v if not isinstance(v, list) else tuple(v)
+                            for v in (config[section].pop(field), reference[section].pop(field)))
+            assert changed == values and [type(v) for v in changed] == [type(v) for v in values]
             assert config == reference  # the same run otherwise: each pairs with official's
+
+
+def test_an_ablation_refuses_a_row_it_does_not_train():
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--protocol", "official_d_reuse"])
-
-
-def test_the_weight_ablation_changes_only_the_8_label_sassnet_row_s_adversarial_weight():
-    ablation, official = la_results.PROTOCOLS["official_w010"], la_results.PROTOCOLS["official"]
-    assert [row.key for row in ablation.rows] == ["sassnet_8"] and ablation.seeds == official.seeds
-    row = la_results.ROW_BY_KEY["sassnet_8"]
-    config = la_results.row_config(row, ablation, 1337).to_dict()
-    reference = la_results.row_config(row, official, 1337).to_dict()
-    assert (config["train"].pop("consistency"), reference["train"].pop("consistency")) == (0.01, 0.015)
-    assert config == reference
-
-
-def test_the_intensity_ablation_changes_only_the_augmentation():
-    ablation, official = la_results.PROTOCOLS["official_intensity"], la_results.PROTOCOLS["official"]
-    assert [row.key for row in ablation.rows] == ["vnet_16", "sassnet_16"] and ablation.seeds == official.seeds
-    for row in ablation.rows:
-        config = la_results.row_config(row, ablation, 1338).to_dict()
-        reference = la_results.row_config(row, official, 1338).to_dict()
-        assert (tuple(config["data"].pop("intensity_scale")), tuple(reference["data"].pop("intensity_scale"))) == (
-            (0.34, 1.8), (1.0, 1.0))
-        assert config == reference
-
-
-def test_the_float32_ablation_changes_only_the_precision():
-    ablation, official = la_results.PROTOCOLS["official_float32"], la_results.PROTOCOLS["official"]
-    assert [row.key for row in ablation.rows] == ["vnet_8", "sassnet_8"] and ablation.seeds == official.seeds
-    for row in ablation.rows:
-        config = la_results.row_config(row, ablation, 1339).to_dict()
-        reference = la_results.row_config(row, official, 1339).to_dict()
-        assert (config["train"].pop("precision"), reference["train"].pop("precision")) == ("float32", "auto")
-        assert config == reference
 
 
 def test_an_ablation_shows_each_run_beside_official_s_run_of_the_same_row_and_seed(tmp_path):
