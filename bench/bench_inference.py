@@ -3,8 +3,8 @@
 Prints one JSON object (progress on stderr). Default: V-Net n_filters 16, patch 112x112x80, a 190x138x88 volume at
 the paper's stride 18/18/4 (54 windows) and at a faster stride 56/56/40 (12 windows), float32 and mixed_bfloat16.
 On a CPU without native bf16 (AVX512-BF16 / AMX) mixed_bfloat16 is emulated and ~30x slower: only single windows are
-timed then (batch 1, once). The 1-minute load average before and after is recorded: on a shared machine it explains outliers.
-``--quick`` runs a tiny configuration (seconds) to check that the script works.
+timed then (batch 1, once). The 1-minute load average before and after is recorded: on a shared machine it explains
+outliers. ``--quick`` runs a tiny configuration (seconds) to check that the script works.
 
     python bench/bench_inference.py [--quick] [--batch 4] [--precisions float32 mixed_bfloat16] [--output f.json]
 """

@@ -1,9 +1,9 @@
 """Serving overhead: one volume through the local gRPC server vs the same SavedModel called in process; prints JSON.
 
-Default: a random-weight V-Net (n_filters 16, precision auto: bf16 only on CPUs with native bf16) exported with patch 112x112x80 and stride 18/18/4
-into a temporary model base path, and a 190x138x88 volume (an LA-sized scan, 54 windows). ``--model-base-path``
-serves an existing export instead (its newest version). ``--quick``: n_filters 4, patch 32x32x16, a 48x40x24
-volume, to check the script in seconds.
+Default: a random-weight V-Net (n_filters 16, precision auto: bf16 only on CPUs with native bf16) exported with patch
+112x112x80 and stride 18/18/4 into a temporary model base path, and a 190x138x88 volume (an LA-sized scan, 54 windows).
+``--model-base-path`` serves an existing export instead (its newest version). ``--quick``: n_filters 4, patch 32x32x16,
+a 48x40x24 volume, to check the script in seconds.
 
     python bench/bench_serving.py [--quick] [--model-base-path MODELS/sassnet] [--repeats 5] [--rest] [--output f.json]
 
@@ -104,7 +104,8 @@ def main(argv=None) -> int:
 
             args.precision = resolve_precision(args.precision)
             export_random_model(base, settings, args.precision)
-            source = f"random build_vnet({settings['n_filters']}) exported as {args.precision} in {time.perf_counter() - tick:.1f} s"
+            source = (f"random build_vnet({settings['n_filters']}) exported as {args.precision} "
+                      f"in {time.perf_counter() - tick:.1f} s")
             versions = [1]
         version_path = os.path.join(base, str(versions[-1]))
 

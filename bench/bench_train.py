@@ -88,7 +88,8 @@ def run_one(args) -> dict:
     median = statistics.median(times)
     gflop = iteration_gflop(args.patch, args.n_filters, args.ndf, d_reuse_forward=args.d_reuse_forward)
     return {"precision": precision, "mode": args.mode, "ndf": args.ndf,
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"), "d_reuse_forward": args.d_reuse_forward,
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+            "d_reuse_forward": args.d_reuse_forward,
             "patch": list(args.patch), "batch": "2+2", "n_filters": args.n_filters,
             "seconds_per_iteration_median": median, "seconds_per_iteration_all": times,
             "first_call_seconds": first, "conv_gflop_per_iteration": round(gflop, 1),

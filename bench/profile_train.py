@@ -5,8 +5,8 @@
 Runs the step of bench/bench_train.py (synthetic batch 2+2, same model), warms it up twice, then traces `--steps`
 steps with the TensorFlow profiler and sums the host-side op events of the trace by op type (Conv3D,
 Conv3DBackpropFilterV2, Cast, FusedBatchNormV3, ...), by scope (which model and pass) and by op name. One inter-op
-thread, so op times do not overlap and add up to the step (the intra-op pool still uses every core). Op types whose kernels are oneDNN's show
-with their `_Mkl` names where TensorFlow rewrote them.
+thread, so op times do not overlap and add up to the step (the intra-op pool still uses every core). Op types whose
+kernels are oneDNN's show with their `_Mkl` names where TensorFlow rewrote them.
 """
 
 import argparse

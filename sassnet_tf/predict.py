@@ -61,7 +61,8 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
     seconds = time.perf_counter() - tick
 
     name = _stem(os.path.basename(path))
-    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine, header=output_header(header, np.uint8))
+    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine,
+                header=output_header(header, np.uint8))
     if probabilities:
         write_nifti(os.path.join(output, f"{name}_probability.nii.gz"), out["probability"], case.affine,
                     header=output_header(header, np.float32))
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probability.nii.gz")
     p.add_argument("--whole-scan", action="store_true",
                    help="uncropped scans: a coarse pass over the whole field of view, then the normal sliding window "
-                        "inside the box of its thickest component (Predictor.predict_whole_scan; docs/results/whole_scan.md)")
+                        "inside the box of its thickest component "
+                        "(Predictor.predict_whole_scan; docs/results/whole_scan.md)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those scans)")
     p.add_argument("--threads", type=int, help="CPU threads for TensorFlow's ops (default: all cores)")
     return p

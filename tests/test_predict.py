@@ -1,4 +1,5 @@
-"""sassnet-predict: a folder of scans in, masks with each scan's geometry out; a bad file is reported, the rest go on."""
+"""sassnet-predict: a folder of scans in, masks with each scan's geometry out; a bad file is reported,
+the rest go on."""
 
 import os
 

@@ -71,7 +71,8 @@ def analyse(records: str, evaluation: str, list_file: str, data_root: str) -> di
         means = {row: statistics.mean(per_case[case]) for row, per_case in dice.items() if case in per_case}
         gains = {f"{s} - {v}": means[s] - means[v] for s, v in pairs if s in means and v in means}
         table.append({"case": case, "image_std": round(std, 3), "atrium_mean": round(atrium, 3),
-                      "dice": {k: round(v, 2) for k, v in means.items()}, "gain": {k: round(v, 2) for k, v in gains.items()}})
+                      "dice": {k: round(v, 2) for k, v in means.items()},
+                      "gain": {k: round(v, 2) for k, v in gains.items()}})
     table.sort(key=lambda r: r["atrium_mean"])
     correlations = {}
     for s, v in pairs:

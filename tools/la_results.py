@@ -11,13 +11,13 @@
 Four protocols share the rows (methods x labels): `half` ("LA half resolution", the paper's 6000 iterations) and
 `short` (every schedule scaled by 1/5), scored on the development list below; `official` (half's schedule, three
 seeds) and `full` (the paper's full-resolution configs, one seed, a checkpoint every 50 iterations; with V-Net on all
-80 scans labeled), each also scored on the 20 volumes of `test.list` (records `<row>-seed<S>`). A row trains `configs/<row config>` (plus the
-protocol's overrides) into `runs/la_<protocol>/<row>` (`--resume` when the run folder exists), then evaluates the
-last weights on the 10 held-out cases of `configs/lists/la_eval10.list`, with and without the largest-component
-filter ("NMS"), and copies what a table needs (run.json, config, evaluation summaries, per-case metrics, the training
-scalars as CSV: no weights) to `docs/results/la_<protocol>/<row>`. Run folders are scratch that a new machine does
-not have; `table` reads only those records, so a table regenerated anywhere keeps every finished row and never
-fills a row with numbers its run did not produce.
+80 scans labeled), each also scored on the 20 volumes of `test.list` (records `<row>-seed<S>`). A row trains
+`configs/<row config>` (plus the protocol's overrides) into `runs/la_<protocol>/<row>` (`--resume` when the run folder
+exists), then evaluates the last weights on the 10 held-out cases of `configs/lists/la_eval10.list`, with and without
+the largest-component filter ("NMS"), and copies what a table needs (run.json, config, evaluation summaries, per-case
+metrics, the training scalars as CSV: no weights) to `docs/results/la_<protocol>/<row>`. Run folders are scratch that a
+new machine does not have; `table` reads only those records, so a table regenerated anywhere keeps every finished row
+and never fills a row with numbers its run did not produce.
 """
 
 from __future__ import annotations
@@ -644,8 +644,9 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         for row in protocol.rows:
             lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
                       "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root, seed)], "  ```", ""]
-    lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, each "
-              "with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour on 2 cores).",
+    lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, "
+              "each with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour "
+              "on 2 cores).",
               "", *per_case_section(finished, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), ""]
     findings = os.path.join(REPO, FINDINGS)
     if os.path.isfile(findings):  # hand-written analysis, kept across regenerations
@@ -788,7 +789,8 @@ def main(argv=None) -> int:
         args.rows = keys
     unknown = [r for r in args.rows if r not in keys]
     if unknown:
-        parser.error(f"unknown row(s) {', '.join(unknown)} for --protocol {protocol.key}; its rows are {', '.join(keys)}")
+        parser.error(f"unknown row(s) {', '.join(unknown)} for --protocol {protocol.key}; "
+                     f"its rows are {', '.join(keys)}")
     if args.command == "run":
         if not args.rows:
             parser.error("run: name the rows to run")

@@ -145,8 +145,8 @@ def main(argv=None) -> int:
               "context": os.environ.get("BENCH_CONTEXT", ""),
               "model": predictor.description, "settings": predictor.settings.to_metadata(), "source": source,
               "canvas": list(args.canvas), "margin": args.margin, "coarse_overlap": args.coarse_overlap,
-              "component": args.component, "coarse_threshold": args.coarse_threshold, "cases": len(rows), "means": means,
-              "box_held_the_label": sum(r["box_holds_the_label"] for r in rows), "per_case": rows}
+              "component": args.component, "coarse_threshold": args.coarse_threshold, "cases": len(rows),
+              "means": means, "box_held_the_label": sum(r["box_holds_the_label"] for r in rows), "per_case": rows}
     text = json.dumps(report, indent=2, default=str)
     print(text)
     if args.output:

@@ -195,8 +195,8 @@ class Predictor:
         with windows overlapping by `coarse_overlap` (0: side by side, ~1/50 of the paper's windows; 0.5: stride =
         half the patch); (2) one connected component of its confident voxels (probability > `coarse_threshold`;
         `component`), its bounding box grown by `margin` voxels per side; (3) the normal `predict` inside that box,
-        pasted back into the full grid (outside it: probability 0, label 0, SDM 1 = far outside). Without any foreground in the coarse pass, the normal pass runs over the
-        whole volume.
+        pasted back into the full grid (outside it: probability 0, label 0, SDM 1 = far outside). Without any foreground
+        in the coarse pass, the normal pass runs over the whole volume.
 
         Args:
             volume: ``[H, W, D]`` preprocessed scan at its own resolution.
@@ -269,7 +269,8 @@ class Predictor:
 
         volume = np.asarray(volume, dtype=np.float32)
         if volume.ndim != 3 or min(volume.shape) < 1:
-            raise InferenceSettingsError("volume", f": expected a non-empty 3-D [H, W, D] array, got shape {volume.shape}")
+            raise InferenceSettingsError("volume",
+                                         f": expected a non-empty 3-D [H, W, D] array, got shape {volume.shape}")
         factor = self.settings.downsample
         low = downsample_volume(volume, factor) if factor > 1 else volume
         outputs = self.segment_fn()(np.ascontiguousarray(low))

@@ -131,7 +131,8 @@ class InferenceSettings:
             raise InferenceSettingsError("preprocessing", f": expected an object, got {prep!r}")
         unknown = sorted(set(prep) - {"normalize", "downsample"})
         if unknown:
-            raise InferenceSettingsError("preprocessing", f": unknown keys {unknown}; expected normalize and downsample")
+            raise InferenceSettingsError("preprocessing",
+                                         f": unknown keys {unknown}; expected normalize and downsample")
         return cls(patch_size=meta["patch_size"], stride=meta.get("stride", (18, 18, 4)),
                    threshold=meta.get("threshold", 0.5), gaussian=meta.get("gaussian", False),
                    batch_size=meta.get("batch_size", 4), downsample=prep.get("downsample", 1),

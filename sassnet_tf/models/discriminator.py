@@ -51,9 +51,10 @@ class Discriminator(keras.Model):
     gives floor(n / 2) voxels and the same feature maps as the reference for any n (Keras "same" would pad
     asymmetrically and give ceil(n / 2) on odd sizes). The convolutions run through `strided_conv3d`, which computes
     them as space-to-depth + a stride-1 2x2x2 convolution where TF's strided gradient is slow on CPU (same result);
-    their kernels and biases stay in Keras Conv3D layers, so weight files keep the layout of plain Conv3D layers. The reference's fixed 7x7x5 average pool equals the global
-    pool at 112x112x80; the global pool also works at other sizes. Trainable parameters with ndf=64: 11,020,290.
-    The pooling and the dense layer run in float32, so the logits are float32 under mixed precision.
+    their kernels and biases stay in Keras Conv3D layers, so weight files keep the layout of plain Conv3D layers. The
+    reference's fixed 7x7x5 average pool equals the global pool at 112x112x80; the global pool also works at other
+    sizes. Trainable parameters with ndf=64: 11,020,290. The pooling and the dense layer run in float32, so the logits
+    are float32 under mixed precision.
 
     Args:
         ndf: channels of the first convolutions (reference 64).

@@ -33,7 +33,8 @@ def fused_batch_norm_train(x, gamma, beta, moving_mean, moving_variance, epsilon
     @tf.custom_gradient
     def normalise(x, gamma, beta, shift):
         shape = tf.shape(x)
-        # The op mixes `mean` into the running mean: feeding mean - shift makes the result the running mean of x + shift.
+        # The op mixes `mean` into the running mean: feeding mean - shift makes the result the running mean of
+        # x + shift.
         y, running_mean, running_var, saved_mean, saved_inv_var, reserve = tf.raw_ops.FusedBatchNormV3(
             x=_as_4d(x), scale=gamma, offset=beta, mean=moving_mean - shift, variance=moving_variance,
             epsilon=epsilon, exponential_avg_factor=1.0 - momentum, data_format="NHWC", is_training=True)

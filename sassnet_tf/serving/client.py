@@ -119,7 +119,9 @@ class SegmentationClient:
                 if self.rest:
                     self._ssl_context = ssl.create_default_context(cafile=tls_ca)
             except (OSError, ssl.SSLError) as err:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"--tls-ca {tls_ca}: cannot read the CA file: {err}") from None
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"--tls-ca {tls_ca}: cannot read the CA file: {err}"
+                ) from None
         self._channel: Optional[grpc.Channel] = None
         self._metadata: Optional[dict] = None
 
@@ -203,7 +205,9 @@ class SegmentationClient:
         version = f"/versions/{self.version}" if self.version is not None else ""
         return f"{scheme}://{self.server}/v1/models/{self.model}{version}:predict"
 
-    def _rest_predict(self, inputs: Mapping[str, np.ndarray], signature: str, single_output: str) -> dict[str, np.ndarray]:
+    def _rest_predict(
+        self, inputs: Mapping[str, np.ndarray], signature: str, single_output: str
+    ) -> dict[str, np.ndarray]:
         def to_json(array: np.ndarray) -> Any:
             if array.dtype.kind in "OS":
                 def text(item: bytes) -> Any:
@@ -215,7 +219,9 @@ class SegmentationClient:
                 return text(array.item()) if array.ndim == 0 else np.vectorize(text, otypes=[object])(array).tolist()
             return array.tolist()
 
-        body = json.dumps({"signature_name": signature, "inputs": {k: to_json(np.asarray(v)) for k, v in inputs.items()}})
+        body = json.dumps(
+            {"signature_name": signature, "inputs": {k: to_json(np.asarray(v)) for k, v in inputs.items()}}
+        )
         request = urllib.request.Request(
             self._rest_url(), data=body.encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
         )
@@ -233,7 +239,9 @@ class SegmentationClient:
         except urllib.error.URLError as err:
             reason = err.reason
             if isinstance(reason, TimeoutError):
-                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{where}: no answer within {self.timeout:g} s") from None
+                raise ServingError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"{where}: no answer within {self.timeout:g} s"
+                ) from None
             raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{where}: {reason}") from None
         except (ConnectionError, TimeoutError) as err:  # reset while reading the answer
             code = grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(err, TimeoutError) else grpc.StatusCode.UNAVAILABLE
@@ -246,7 +254,9 @@ class SegmentationClient:
         return {name: np.asarray(value) for name, value in outputs.items()}
 
     # -- API -----------------------------------------------------------------------------------------------
-    def predict(self, inputs: Mapping[str, np.ndarray], signature: Optional[str] = None, single_output: str = "output") -> dict[str, np.ndarray]:
+    def predict(
+        self, inputs: Mapping[str, np.ndarray], signature: Optional[str] = None, single_output: str = "output"
+    ) -> dict[str, np.ndarray]:
         """Run a signature on arrays; retries while UNAVAILABLE. Raises ServingError.
 
         Args:
@@ -263,7 +273,9 @@ class SegmentationClient:
     def metadata(self) -> dict:
         """The model's metadata (``metadata`` signature, format json): preprocessing, threshold, patch size..."""
         if self._metadata is None:
-            outputs = self.predict({"format": np.array(b"json", dtype=object)}, METADATA_SIGNATURE, single_output="json")
+            outputs = self.predict(
+                {"format": np.array(b"json", dtype=object)}, METADATA_SIGNATURE, single_output="json"
+            )
             raw = outputs.get("json")
             if raw is None:
                 raise ServingError(
@@ -274,7 +286,9 @@ class SegmentationClient:
             try:
                 self._metadata = json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
             except (ValueError, UnicodeDecodeError) as err:
-                raise ServingError(grpc.StatusCode.INTERNAL, f"model '{self.model}': metadata is not JSON: {err}") from None
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL, f"model '{self.model}': metadata is not JSON: {err}"
+                ) from None
             if not isinstance(self._metadata, dict):
                 raise ServingError(grpc.StatusCode.INTERNAL, f"model '{self.model}': metadata is not a JSON object")
         return self._metadata
@@ -324,7 +338,8 @@ class SegmentationClient:
         if probability.shape != volume.shape or sdm.shape != volume.shape:
             raise ServingError(
                 grpc.StatusCode.INTERNAL,
-                f"model '{self.model}': outputs of shape {probability.shape} / {sdm.shape} for an input of {volume.shape}",
+                f"model '{self.model}': outputs of shape {probability.shape} / {sdm.shape} "
+                f"for an input of {volume.shape}",
             )
         return to_input_grid(probability, sdm, outputs["label"], image.shape, factor, threshold)
 
@@ -334,7 +349,8 @@ class SegmentationClient:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sassnet-client", description="Segment a scan with a model served by TensorFlow Serving (or sassnet-serve)."
+        prog="sassnet-client",
+        description="Segment a scan with a model served by TensorFlow Serving (or sassnet-serve).",
     )
     parser.add_argument("--server", help="host:port (default localhost:8500, or localhost:8501 with --rest)")
     parser.add_argument("--model", default="sassnet", help="model name (default sassnet)")

@@ -119,7 +119,9 @@ class ModelManager:
             servable = self._loader(self.name, version, path)
         except Exception as err:  # a broken version must never stop the server
             message = f"{type(err).__name__}: {err}"
-            LOG.error("model %s: version %d failed to load, keeping the served version(s): %s", self.name, version, message)
+            LOG.error(
+                "model %s: version %d failed to load, keeping the served version(s): %s", self.name, version, message
+            )
             with self._lock:
                 self._failed[version] = stamp
                 self._states[version] = (State.END, _ERROR_CODE_UNKNOWN, message)

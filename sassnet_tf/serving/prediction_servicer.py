@@ -40,7 +40,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.core = core
         self.max_tensor_bytes = int(max_tensor_bytes)
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         try:
             name = spec_name(spec)
@@ -51,7 +53,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 spec.version_label,
                 spec.signature_name,
                 lambda _signature: {
-                    key: tensor_proto_to_array(key, proto, self.max_tensor_bytes) for key, proto in request.inputs.items()
+                    key: tensor_proto_to_array(key, proto, self.max_tensor_bytes)
+                    for key, proto in request.inputs.items()
                 },
                 request.output_filter,
             )

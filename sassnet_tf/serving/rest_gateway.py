@@ -52,7 +52,9 @@ def _decode_strings(value: Any, name: str) -> Any:
         return [_decode_strings(v, name) for v in value]
     if isinstance(value, dict):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise _bad(f"input '{name}': a binary string must be {{\"b64\": \"<base64>\"}}, got {json.dumps(value)[:80]}")
+            raise _bad(
+                f"input '{name}': a binary string must be {{\"b64\": \"<base64>\"}}, got {json.dumps(value)[:80]}"
+            )
         try:
             return base64.b64decode(value["b64"], validate=True)
         except ValueError:
@@ -146,7 +148,9 @@ def decode_instances(body: Mapping[str, Any], signature: meta_graph_pb2.Signatur
         elif len(names) == 1:
             columns = {names[0]: rows}
         else:
-            raise _bad(f'the signature has inputs {sorted(names)}: each element of "instances" must be an object naming them')
+            raise _bad(
+                f'the signature has inputs {sorted(names)}: each element of "instances" must be an object naming them'
+            )
     else:
         value = body["inputs"]
         if isinstance(value, dict) and set(value) != {"b64"}:
@@ -296,7 +300,9 @@ class RestGateway:
             servable, signature_defs = self.core.metadata(name, version, label, [SIGNATURE_DEF_FIELD])
             return {
                 "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(signature_defs, preserving_proto_field_name=True)},
+                "metadata": {
+                    SIGNATURE_DEF_FIELD: json_format.MessageToDict(signature_defs, preserving_proto_field_name=True)
+                },
             }
         if action != ":predict":
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{action[1:]} is not implemented; use :predict")

@@ -58,7 +58,10 @@ def op_error_status(err: Exception) -> tuple:
     """
     if isinstance(err, tf.errors.OpError):
         code = _GRPC_CODES.get(err.error_code, grpc.StatusCode.INTERNAL)
-        return (grpc.StatusCode.INTERNAL if code == grpc.StatusCode.OK else code), _GRAPH_NODE.sub("", err.message).strip()
+        return (
+            (grpc.StatusCode.INTERNAL if code == grpc.StatusCode.OK else code),
+            _GRAPH_NODE.sub("", err.message).strip(),
+        )
     return grpc.StatusCode.INTERNAL, str(err).strip()
 
 
@@ -77,7 +80,9 @@ class Servable:
         >>> servable.run("serving_default", {"image": volume})["label"]
     """
 
-    def __init__(self, model: str, version: int, path: str, loaded, signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]):
+    def __init__(
+        self, model: str, version: int, path: str, loaded, signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+    ):
         self.model = model
         self.version = int(version)
         self.path = path
@@ -133,7 +138,9 @@ class Servable:
             result.signature_def[name].CopyFrom(signature)
         return result
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    def run(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str] = ()
+    ) -> dict[str, np.ndarray]:
         """Validate the inputs against the signature, run it and return the (filtered) outputs.
 
         Args:

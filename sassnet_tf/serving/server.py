@@ -135,7 +135,9 @@ class LocalModelServer:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port already in use must fail, not be silently shared
         ]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="grpc"), options=options)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="grpc"), options=options
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.core, self.max_message_bytes), server
         )
@@ -159,7 +161,9 @@ class LocalModelServer:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.load_cert_chain(self.tls_cert, self.tls_key)
             try:
-                rest = RestGateway(self.core, self.host, self._requested_ports[1], self.max_message_bytes, ssl_context=context)
+                rest = RestGateway(
+                    self.core, self.host, self._requested_ports[1], self.max_message_bytes, ssl_context=context
+                )
             except OSError:
                 server.stop(None)  # release the gRPC port bound above
                 raise

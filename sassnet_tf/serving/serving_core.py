@@ -92,7 +92,8 @@ class ServingCore:
         if not fields:
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"GetModelMetadataRequest must specify at least one metadata_field; supported: ['{SIGNATURE_DEF_FIELD}']",
+                "GetModelMetadataRequest must specify at least one metadata_field; "
+                f"supported: ['{SIGNATURE_DEF_FIELD}']",
             )
         unsupported = [f for f in fields if f != SIGNATURE_DEF_FIELD]
         if unsupported:

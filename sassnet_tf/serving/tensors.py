@@ -41,7 +41,9 @@ def tensor_proto_to_array(name: str, proto: tensor_pb2.TensorProto, max_bytes: i
     try:
         dtype = tf.dtypes.as_dtype(proto.dtype)
     except TypeError:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': unknown dtype enum {proto.dtype}") from None
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}': unknown dtype enum {proto.dtype}"
+        ) from None
     if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
         raise ServingError(
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,4 +1,5 @@
-"""space_to_depth_conv3d and strided_conv3d: equal to the padded strided tf.nn.conv3d (values and gradients), any size, any dtype."""
+"""space_to_depth_conv3d and strided_conv3d: equal to the padded strided tf.nn.conv3d (values and gradients), any size,
+any dtype."""
 
 import numpy as np
 import pytest

@@ -60,7 +60,8 @@ def test_cli_nifti_end_to_end_keeps_affine_and_header(server, tmp_path, rng, cap
     prob = nib.load(str(tmp_path / "prob.nii.gz"))
     np.testing.assert_allclose(prob.affine, affine)
     np.testing.assert_allclose(np.asarray(prob.dataobj), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(nib.load(str(tmp_path / "sdm.nii.gz")).dataobj), np.tanh(zscore(image)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(nib.load(str(tmp_path / "sdm.nii.gz")).dataobj), np.tanh(zscore(image)),
+                               atol=1e-5)
     assert "mask.nii.gz" in capsys.readouterr().out
 
 
@@ -129,7 +130,8 @@ def test_rest_mode_matches_grpc(server, tmp_path, rng):
     assert main(["--server", server.grpc_target, "--input", str(scan), "--output", str(grpc_out)]) == 0
     rest_server = f"127.0.0.1:{server.rest_port}"
     assert main(["--rest", "--server", rest_server, "--input", str(scan), "--output", str(rest_out)]) == 0
-    np.testing.assert_array_equal(np.asarray(nib.load(str(grpc_out)).dataobj), np.asarray(nib.load(str(rest_out)).dataobj))
+    np.testing.assert_array_equal(np.asarray(nib.load(str(grpc_out)).dataobj),
+                                  np.asarray(nib.load(str(rest_out)).dataobj))
     with SegmentationClient(rest_server, rest=True, timeout=30) as client:
         assert client.metadata()["threshold"] == 0.5
 
@@ -205,7 +207,8 @@ def test_tls_grpc_and_https(tmp_path, toy_base, rng):
         check=True, capture_output=True,
     )
     image = make_scan(rng)
-    with LocalModelServer(toy_base, port=0, rest_port=0, poll_seconds=0, tls_cert=str(cert), tls_key=str(key)) as server:
+    with LocalModelServer(toy_base, port=0, rest_port=0, poll_seconds=0, tls_cert=str(cert),
+                          tls_key=str(key)) as server:
         with SegmentationClient(server.grpc_target, tls_ca=str(cert), timeout=30) as client:
             label = client.segment(image)["label"]
         with SegmentationClient(f"127.0.0.1:{server.rest_port}", rest=True, tls_ca=str(cert), timeout=30) as client:

@@ -64,7 +64,8 @@ def test_exported_model_served_and_segmented(exported_base, tmp_path, caplog):
             assert meta["patch_size"] == [32, 32, 16] and meta["preprocessing"]["downsample"] == 1
             result = client.segment(image)
         out = tmp_path / "mask.nii.gz"
-        assert main(["--server", server.grpc_target, "--input", str(scan), "--output", str(out), "--timeout", "120"]) == 0
+        assert main(["--server", server.grpc_target, "--input", str(scan), "--output", str(out),
+                     "--timeout", "120"]) == 0
         # The same SavedModel called in process (the server's loaded copy: loading it again costs seconds).
         reference = server.manager.resolve().run("serving_default", {"image": zscore(image)})
 
@@ -106,8 +107,8 @@ def test_a_zero_size_volume_is_invalid_argument_and_the_server_keeps_serving(exp
 
         # JSON nests lists, so an empty axis can only be the last one ([] at the top would be rank 1)
         body = json.dumps({"inputs": {"image": np.zeros((*shape[1:], 0) if not shape[0] else shape).tolist()}})
-        request = urllib.request.Request(f"{server.rest_url}/v1/models/sassnet:predict", data=body.encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{server.rest_url}/v1/models/sassnet:predict", data=body.encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as http:
             urllib.request.urlopen(request, timeout=60)
         assert http.value.code == 400

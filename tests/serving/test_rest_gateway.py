@@ -39,7 +39,11 @@ def assert_good_predict(server, rng) -> None:
 def test_status_route(server):
     assert call(server, "/v1/models/sassnet") == (
         200,
-        {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]},
+        {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        },
     )
     status, payload = call(server, "/v1/models/sassnet/versions/1")
     assert status == 200 and payload["model_version_status"][0]["version"] == "1"
@@ -74,14 +78,17 @@ def test_predict_columnar_row_and_version_routes(server, rng):
     status, payload = call(server, "/v1/models/sassnet:predict", {"instances": image.tolist()})
     assert status == 200 and len(payload["predictions"]) == 6
     np.testing.assert_allclose(np.asarray(payload["predictions"][2]["probability"]), sigmoid(image[2]), rtol=1e-6)
-    status, payload = call(server, "/v1/models/sassnet:predict", {"instances": [{"image": row} for row in image.tolist()]})
+    status, payload = call(server, "/v1/models/sassnet:predict",
+                           {"instances": [{"image": row} for row in image.tolist()]})
     assert status == 200 and np.asarray(payload["predictions"][5]["label"]).shape == (5, 4)
 
     # A single-output signature answers its value directly (TF Serving's rule); strings as text.
-    status, payload = call(server, "/v1/models/sassnet:predict", {"signature_name": "metadata", "inputs": {"format": "json"}})
+    status, payload = call(server, "/v1/models/sassnet:predict",
+                           {"signature_name": "metadata", "inputs": {"format": "json"}})
     assert status == 200 and json.loads(payload["outputs"])["threshold"] == 0.5
     status, payload = call(server, "/v1/models/sassnet:predict",
-                           {"signature_name": "metadata", "inputs": {"format": {"b64": base64.b64encode(b"json").decode()}}})
+                           {"signature_name": "metadata",
+                            "inputs": {"format": {"b64": base64.b64encode(b"json").decode()}}})
     assert status == 200 and isinstance(payload["outputs"], str)
     # A scalar input has no rows: the row format batches it to shape [1], which the signature refuses.
     status, payload = call(server, "/v1/models/sassnet:predict", {"signature_name": "metadata", "instances": ["json"]})
@@ -102,7 +109,8 @@ def test_predict_columnar_row_and_version_routes(server, rng):
         ("/v1/models/sassnet:predict", None, b'{"inputs": {"image": [[[NaN]]]}}', 400, "non-finite"),
         ("/v1/models/sassnet:predict", None, b"{not json", 400, "JSON"),
         ("/v1/models/sassnet:predict", {"inputs": [[[1.0]]], "instances": [[[1.0]]]}, None, 400, "exactly one"),
-        ("/v1/models/sassnet:predict", {"signature_name": "segment_patches", "inputs": [[[[[0.0]]]]]}, None, 400, "[-1,16,16,16,1]"),
+        ("/v1/models/sassnet:predict", {"signature_name": "segment_patches", "inputs": [[[[[0.0]]]]]}, None, 400,
+         "[-1,16,16,16,1]"),
         ("/v1/models/sassnet:predict", {"signature_name": "checked", "inputs": [1.0, 300.0]}, None, 400, "below 100"),
         ("/v1/models/sassnet:classify", {"examples": []}, None, 501, "predict"),
         ("/v2/models/sassnet", None, None, 404, "malformed"),

@@ -162,7 +162,8 @@ def test_bad_requests_interleaved_with_good_ones(stubs, rng):
         (predict_request({"image": image}, version=7), grpc.StatusCode.NOT_FOUND, ["7"]),
         (predict_request({"image": image}, label="canary"), grpc.StatusCode.NOT_FOUND, ["canary"]),
         (predict_request({"image": image}, signature="classify_me"), grpc.StatusCode.NOT_FOUND, ["classify_me"]),
-        (predict_request({"image": image.astype(np.float64)}), grpc.StatusCode.INVALID_ARGUMENT, ["float32", "float64"]),
+        (predict_request({"image": image.astype(np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
+         ["float32", "float64"]),
         (predict_request({"image": image.astype(np.int32)}), grpc.StatusCode.INVALID_ARGUMENT, ["float32", "int32"]),
         (predict_request({"image": image[0]}), grpc.StatusCode.INVALID_ARGUMENT, ["rank 3", "rank 2"]),
         (predict_request({"image": image[None]}), grpc.StatusCode.INVALID_ARGUMENT, ["rank 4"]),
@@ -194,7 +195,8 @@ def test_bad_requests_interleaved_with_good_ones(stubs, rng):
         expect_code(lambda: predict.Predict(request, timeout=30), code, *fragments)
         good_predict(predict, rng)  # the server keeps answering correctly after every refusal
 
-    response = predict.Predict(predict_request({"values": np.array([1.0, 2.0], np.float32)}, signature="checked"), timeout=30)
+    response = predict.Predict(predict_request({"values": np.array([1.0, 2.0], np.float32)}, signature="checked"),
+                               timeout=30)
     np.testing.assert_array_equal(tf.make_ndarray(response.outputs["doubled"]), [2.0, 4.0])
 
 
@@ -202,11 +204,13 @@ def test_request_over_the_message_limit_is_resource_exhausted(stubs, rng, server
     predict, _ = stubs
     assert server.max_message_bytes == 1 << 20
     big = np.zeros((80, 80, 60), np.float32)  # 1.5 MiB > the fixture's 1 MiB limit
-    expect_code(lambda: predict.Predict(predict_request({"image": big}), timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    expect_code(lambda: predict.Predict(predict_request({"image": big}), timeout=30),
+                grpc.StatusCode.RESOURCE_EXHAUSTED)
     good_predict(predict, rng)
     # A request under the limit whose answer (three outputs) is over it: gRPC refuses the answer, not the server.
     medium = np.zeros((64, 64, 40), np.float32)  # 640 KiB in, 1.4 MiB out
-    expect_code(lambda: predict.Predict(predict_request({"image": medium}), timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    expect_code(lambda: predict.Predict(predict_request({"image": medium}), timeout=30),
+                grpc.StatusCode.RESOURCE_EXHAUSTED)
     good_predict(predict, rng)
 
 
@@ -281,7 +285,8 @@ def test_serves_newest_n_versions_with_labels(tmp_path, toy_v1_source, toy_v2_so
                                        ({"label": "canary"}, 2, 2.0)):
             response = predict.Predict(predict_request({"image": image}, **kwargs), timeout=30)
             assert response.model_spec.version.value == version
-            np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), sigmoid(image, scale), rtol=1e-5)
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs["probability"]), sigmoid(image, scale),
+                                       rtol=1e-5)
         expect_code(
             lambda: predict.Predict(predict_request({"image": image}, label="beta"), timeout=30),
             grpc.StatusCode.NOT_FOUND, "beta", "canary", "stable",

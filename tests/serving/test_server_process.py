@@ -49,7 +49,8 @@ def server_process(toy_base, tmp_path_factory):
     match = None
     while match is None and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-        match = re.search(r"gRPC 127\.0\.0\.1:(\d+), REST http://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+        match = re.search(r"gRPC 127\.0\.0\.1:(\d+), REST http://127\.0\.0\.1:(\d+)",
+                          log_path.read_text(errors="replace"))
     if match is None:
         process.kill()
         raise AssertionError(f"server did not start:\n{log_path.read_text(errors='replace')}")
@@ -62,7 +63,8 @@ def server_process(toy_base, tmp_path_factory):
 def run_clients(port: int, seed: int) -> list:
     limit = 16 << 20
     channel = grpc.insecure_channel(
-        f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        f"127.0.0.1:{port}",
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     failures = []
@@ -105,7 +107,8 @@ def test_concurrent_clients_are_answered_correctly_with_bounded_memory(server_pr
     print(f"RSS growth {growth / 2**20:.1f} MiB, before {before / 2**20:.0f} MiB")
     assert growth < 48 << 20, f"server RSS grew by {growth / 2**20:.1f} MiB over 80 requests"
     log = log_path.read_text(errors="replace")
-    assert log.count("grpc predict model=sassnet version=1 signature=serving_default status=OK") == 3 * CLIENTS * REQUESTS
+    assert (log.count("grpc predict model=sassnet version=1 signature=serving_default status=OK")
+            == 3 * CLIENTS * REQUESTS)
 
 
 def test_sigterm_shuts_down_gracefully(server_process):

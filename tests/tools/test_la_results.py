@@ -181,16 +181,18 @@ def test_official_table_gives_seed_means_and_compares_against_the_spread(tmp_pat
     assert "| SASSNet | 16 | 64 | 3 | 50.00 ± 0.00 |" in dev_table
     seeds = text.split("### Every seed")[1]
     # 360 s for 300 iterations: 5700 more take 1.9 h at that speed
-    assert ("| V-Net (16) | 1339 | – | – | – | – | – | – | – | running: iteration 300 of 6000, 0.1 h so far, "
-            "~1.9 h more at its speed so far |") in seeds
+    assert ("| V-Net (16) | 1339 | – | – | – | – | – | – | – | running: iteration 300 of 6000, "
+            "0.1 h so far, ~1.9 h more at its speed so far |") in seeds
     assert "| SASSNet (16) | 1338 | 89.00 | 79.00 | 2.50 | 9.00 | 89.00 | 90.00 | mixed_bfloat16 | done" in seeds
-    assert "| V-Net (8) | 1337 | – |" in seeds and "66.60" not in text and "completed: iteration 6000 of 6000" in seeds
+    assert ("| V-Net (8) | 1337 | – |" in seeds and "66.60" not in text
+            and "completed: iteration 6000 of 6000" in seeds)
     assert la_results.exceeds_seed_spread([80.0, 84.0], [79.0, 85.0])[2] is False
 
 
 def test_official_runs_train_each_seed_in_its_own_folder(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(la_results.subprocess, "call", lambda argv, cwd, stdout=None, stderr=None: calls.append(argv) or 0)
+    monkeypatch.setattr(la_results.subprocess, "call",
+                        lambda argv, cwd, stdout=None, stderr=None: calls.append(argv) or 0)
     rows = [la_results.ROW_BY_KEY[k] for k in ("vnet_16", "sassnet_16")]
     runs = str(tmp_path / "runs")
     assert la_results.run_rows(rows, la_results.PROTOCOLS["official"], runs, "data/LA", [], seeds=[1338, 1339]) == 0
@@ -308,7 +310,8 @@ def test_an_ablation_shows_each_run_beside_official_s_run_of_the_same_row_and_se
         _write(records / "la_official_float32" / f"sassnet_8-seed{seed}" / "eval-test" / "summary.json", _summary(dice))
     _write(records / "la_official_float32" / "vnet_8-seed1337" / "eval-test" / "summary.json", _summary(75.0))
     text = "\n".join(la_results.paired_section(ablation, str(records / "la_official_float32"), "eval-test"))
-    assert "| SASSNet (8) | 1337 | 79.00 | 76.00 | +3.00 |" in text and "| SASSNet (8) | 1338 | 79.00 | 77.00 | +2.00 |" in text
+    assert ("| SASSNet (8) | 1337 | 79.00 | 76.00 | +3.00 |" in text
+            and "| SASSNet (8) | 1338 | 79.00 | 77.00 | +2.00 |" in text)
     assert "1339" not in text
     # differences +3 and +2: mean +2.50, standard error stdev(3, 2) / sqrt(2) = 0.50
     assert "SASSNet (8): mean difference +2.50 points over 2 pairs (standard error 0.50)." in text

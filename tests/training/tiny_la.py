@@ -6,7 +6,8 @@ import h5py
 import numpy as np
 
 TINY = ["model.n_filters=2", "model.ndf=4", "data.patch_size=[32,32,16]", "train.checkpoint_every=2",
-        "train.val_every=2", "train.val_cases=1", "train.log_every=1", "train.image_every=2", "data.num_parallel_calls=1"]
+        "train.val_every=2", "train.val_cases=1", "train.log_every=1", "train.image_every=2",
+        "data.num_parallel_calls=1"]
 
 
 def write_tiny_la(root, n=6, shape=(40, 36, 20), seed=0):
