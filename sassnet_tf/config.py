@@ -85,10 +85,10 @@ class DataConfig:
     downsample: int = 1  # integer factor per axis applied on reading (2 = "LA half resolution")
     num_parallel_calls: int = 2  # parallel crop/augment/SDM workers (0 = tf.data.AUTOTUNE)
     prefetch: int = 2  # batches prefetched ahead of the training step
-    intensity_scale: tuple = (1.0, 1.0)  # option: training patches' images times exp(U(ln lo, ln hi)); (1, 1) = off (reference)
+    intensity_scale: tuple = (1.0, 1.0)  # option: training images times exp(U(ln lo, ln hi)); (1, 1) = off (reference)
     phantom_cases: int = 24  # built-in phantom: number of training cases generated
     phantom_test_cases: int = 4  # built-in phantom: number of test cases generated
-    phantom_shape: tuple = (176, 144, 88)  # built-in phantom: median volume size (H, W, D); H, W vary per case like LA crops
+    phantom_shape: tuple = (176, 144, 88)  # built-in phantom: median size (H, W, D); H, W vary per case like LA crops
 
 
 @dataclass(frozen=True)

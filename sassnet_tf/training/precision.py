@@ -2,16 +2,14 @@
 
 What `auto` picks, per machine kind, and why (measured on 2-core cloud VMs, docs/PERFORMANCE.md):
 
-| machine | auto | why |
-|---|---|---|
-| GPU | mixed_float16 | float16 tensor cores; loss scaling on both optimizers (only a GPU can confirm its speed) |
-| CPU with AMX (Intel Xeon, Sapphire Rapids and later) | mixed_bfloat16 | oneDNN's AMX kernels: 6.6 s vs 11.8 s per full
-  SASSNet iteration |
-| CPU with AVX512-BF16, no AMX (AMD EPYC Zen 4 / Zen 5) | mixed_bfloat16 | native bf16 dot products: 6.8 s vs 11.2 s on
-  Zen 4. oneDNN's bf16 filter gradient there is wrong on short axes; the model avoids that kernel
-  (`sassnet_tf.models.safe_conv3d`) |
-| CPU without native bf16 (AVX2 only, or AVX-512 without BF16) | float32 | oneDNN emulates bf16: ~9x slower than
-  float32 |
+- GPU -> mixed_float16: float16 tensor cores; loss scaling on both optimizers (only a GPU can confirm its speed).
+- CPU with AMX (Intel Xeon, Sapphire Rapids and later) -> mixed_bfloat16: oneDNN's AMX kernels, 6.6 s vs 11.8 s per
+  full SASSNet iteration.
+- CPU with AVX512-BF16, no AMX (AMD EPYC Zen 4 / Zen 5) -> mixed_bfloat16: native bf16 dot products, 6.8 s vs 11.2 s
+  on Zen 4. oneDNN's bf16 filter gradient there is wrong on short axes; the model avoids that kernel
+  (`sassnet_tf.models.safe_conv3d`).
+- CPU without native bf16 (AVX2 only, or AVX-512 without BF16) -> float32: oneDNN emulates bf16, ~9x slower than
+  float32.
 """
 
 from __future__ import annotations
