@@ -88,6 +88,8 @@ class Protocol:
     full_resolution: bool = False  # train the rows' full-resolution configs (the paper's protocol)
     row_keys: tuple = ()  # the rows of an ablation protocol (empty: every row with a config)
     paired_with: str | None = None  # an ablation's base protocol: each run pairs with that one's run of row and seed
+    # a full-resolution protocol's half-resolution counterpart on the same split (its rows' Dice beside the paper's)
+    half_resolution_twin: str | None = None
 
     def config_of(self, row: Row) -> str | None:
         """The config a row trains under this protocol (None: the row has no run here)."""
@@ -137,7 +139,7 @@ PROTOCOLS = {
                      "s per iteration), a checkpoint every 50 iterations (a few minutes) so that a run survives stops "
                      "and moves between machines",
                      evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337,),
-                     full_resolution=True),
+                     full_resolution=True, half_resolution_twin="official"),
     "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
                          "the paper's 6000 iterations, learning-rate steps at 2500 and 5000 and w(t) ramp (40 steps of "
                          "150 iterations), as `half`; evaluated on the 20 volumes of `test.list` (and on the 10 "
@@ -489,6 +491,8 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
             lines.append("")
             if index == 0 and not nms:
                 lines += _comparisons(protocol.rows, finished, eval_dir)
+                if protocol.half_resolution_twin:
+                    lines += paper_gaps(protocol, records, finished, eval_dir)
     lines += ["### Every seed", "", "| Run | seed | Dice % | Jaccard % | ASD | 95HD | median Dice % | +NMS Dice % | "
               "precision | state |", "|---" * 10 + "|"]
     for row in protocol.rows:
@@ -555,6 +559,36 @@ def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:
                    + ("exceeds" if significant else "does not exceed") + " two standard errors")
         lines.append(f"- SASSNet vs V-Net, {labeled} labeled: mean Dice {difference:+.2f} points ({verdict}).")
     return lines + [""] if lines else []
+
+
+PAPER_GAP = 1.5  # Dice points: a full-resolution row further than this from the paper's is discussed (issue 20)
+
+
+def paper_gaps(protocol: Protocol, records: str, finished: dict, eval_dir: str) -> list:
+    """Markdown lines: each finished row's mean Dice against the paper's and, where they differ by more than
+    PAPER_GAP points, the same row on the same split at half resolution (the protocol's `half_resolution_twin`,
+    over its finished seeds), which is what the findings start from."""
+    twin = PROTOCOLS[protocol.half_resolution_twin]
+    twin_records = os.path.join(os.path.dirname(records), twin.folder)
+    lines = []
+    for row in protocol.rows:
+        dice = seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)["Dice (%)"]
+        if not dice:
+            continue
+        mean, paper = statistics.mean(dice), row.paper[0]
+        line = (f"- {row.method} ({row.labeled}): {mean:.2f} against the paper's {paper:.2f} "
+                f"({mean - paper:+.2f} points)")
+        if abs(mean - paper) <= PAPER_GAP:
+            lines.append(f"{line}: within {PAPER_GAP} points.")
+            continue
+        half = (seed_metrics([os.path.join(twin_records, run_name(row, seed)) for seed in twin.seeds],
+                             eval_dir)["Dice (%)"] if twin.config_of(row) else [])
+        where = (f"at half resolution on the same split (`--protocol {twin.key}`) {_mean_std(half)} over "
+                 f"{len(half)} seed{'s' if len(half) != 1 else ''}" if half else
+                 f"no half-resolution run of this row on the same split (`--protocol {twin.key}`)")
+        lines.append(f"{line}: more than {PAPER_GAP} points; {where}. The findings say what the half-resolution "
+                     "and seed results tell about it and what a run would have to separate.")
+    return ["Against the paper's Dice:", "", *lines, ""] if lines else []
 
 
 def per_case_section(finished: list, cases: list) -> list:

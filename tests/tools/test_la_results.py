@@ -316,3 +316,27 @@ def test_an_ablation_shows_each_run_beside_official_s_run_of_the_same_row_and_se
     # differences +3 and +2: mean +2.50, standard error stdev(3, 2) / sqrt(2) = 0.50
     assert "SASSNet (8): mean difference +2.50 points over 2 pairs (standard error 0.50)." in text
     assert "V-Net (8): no finished pair yet." in text  # official's V-Net (8) record is absent here
+
+
+def test_the_full_table_sets_each_row_beside_the_paper_and_its_half_resolution_seeds(tmp_path):
+    full = la_results.PROTOCOLS["full"]
+    assert full.half_resolution_twin == "official" and la_results.PROTOCOLS["official"].half_resolution_twin is None
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    for key, dice in (("vnet_8", 79.0), ("vnet_16", 80.03), ("vnet_80", 95.0)):
+        row = la_results.ROW_BY_KEY[key]
+        folder = records / "la_full" / f"{key}-seed1337"
+        _finished_run(folder, row, full, 50.0, **{"train.seed": 1337})
+        _write(folder / "eval-test" / "summary.json", _summary(dice))
+    for seed, dice in ((1337, 80.0), (1338, 84.0)):  # the half-resolution V-Net (16), two seeds
+        _write(records / "la_official" / f"vnet_16-seed{seed}" / "eval-test" / "summary.json", _summary(dice))
+    text = "\n".join(la_results.seeds_section(full, str(records / "la_full"), str(runs / "la_full")))
+    gaps = text.split("Against the paper's Dice:")[1].split("###")[0]
+    assert "- V-Net (8): 79.00 against the paper's 79.99 (-0.99 points): within 1.5 points." in gaps
+    assert ("- V-Net (16): 80.03 against the paper's 86.03 (-6.00 points): more than 1.5 points; at half resolution "
+            "on the same split (`--protocol official`) 82.00 ± 2.83 over 2 seeds.") in gaps
+    assert ("- V-Net (all labeled) (80): 95.00 against the paper's 91.14 (+3.86 points): more than 1.5 points; no "
+            "half-resolution run of this row on the same split") in gaps
+    assert "SASSNet (8)" not in gaps  # unfinished rows are not compared
+    official = "\n".join(la_results.seeds_section(la_results.PROTOCOLS["official"], str(records / "la_official"),
+                                                  str(runs / "la_official")))
+    assert "Against the paper's Dice" not in official
