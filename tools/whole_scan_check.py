@@ -75,8 +75,8 @@ def _cases(args, rng):
 
         for i in range(args.phantom_cases):
             seed = (args.phantom_seed, 1, i)  # the phantom dataset's test split: (dataset seed, 1, index)
-            crop_image, crop_label = phantom_case(seed=seed)
-            whole_image, whole_label = phantom_case(seed=seed, field_of_view=args.canvas)
+            crop_image, crop_label = phantom_case(args.phantom_shape, seed=seed)
+            whole_image, whole_label = phantom_case(args.phantom_shape, seed=seed, field_of_view=args.canvas)
             yield f"phantom-test-{i:03d}", crop_image, crop_label, whole_image, whole_label
         return
     from sassnet_tf.data.dataset_layout import open_dataset
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--phantom-cases", type=int, default=0,
                         help="instead of --data-root: this many phantom test cases with their whole field of view")
     parser.add_argument("--phantom-seed", type=int, default=0, help="the phantom dataset's seed (the demo's: 0)")
+    parser.add_argument("--phantom-shape", type=int, nargs=3, metavar=("H", "W", "D"),
+                        help="the phantom cases' median crop size (default: the phantom dataset's, the demo's)")
     parser.add_argument("--canvas", type=int, nargs=2, default=(576, 576), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=int, help="Predictor.predict_whole_scan margin (default: its own)")
@@ -109,6 +111,10 @@ def main(argv=None) -> int:
     parser.add_argument("--coarse-threshold", type=float, default=0.9, help="Predictor.predict_whole_scan's (0.9)")
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.phantom_shape is None:
+        from sassnet_tf.data.phantom import NOMINAL_SHAPE
+
+        args.phantom_shape = tuple(NOMINAL_SHAPE)
     if not args.phantom_cases and not args.data_root:
         parser.error("give --data-root (LA cases pasted into larger scans) or --phantom-cases N")
 
@@ -139,7 +145,8 @@ def main(argv=None) -> int:
     means = {k: float(np.mean([r[k] for r in rows])) for k in ("dice_crop", "dice_whole_scan", "seconds_crop",
                                                                "seconds_whole_scan")}
     name, flags = cpu_info()
-    source = ({"phantom_cases": args.phantom_cases, "phantom_seed": args.phantom_seed} if args.phantom_cases else
+    source = ({"phantom_cases": args.phantom_cases, "phantom_seed": args.phantom_seed,
+               "phantom_shape": list(args.phantom_shape)} if args.phantom_cases else
               {"data_root": args.data_root, "list": args.list, "fill": args.fill, "seed": args.seed})
     report = {"cpu_model": f"{name} ({' '.join(sorted(flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))})",
               "context": os.environ.get("BENCH_CONTEXT", ""),

@@ -60,7 +60,8 @@ def test_report(tmp_path, capsys):
     assert report["per_case"][0]["canvas"] == [96, 80, 20]
     assert set(report["means"]) == {"dice_crop", "dice_whole_scan", "seconds_crop", "seconds_whole_scan"}
     assert report["source"]["fill"] == "noise" and report["component"] == "deepest"
-    assert tool.main(["--model", run, "--weights", "best", "--phantom-cases", "1", "--canvas", "200", "180",
-                      "--output", str(out)]) == 0
+    assert tool.main(["--model", run, "--weights", "best", "--phantom-cases", "1", "--phantom-shape", "64", "56", "24",
+                      "--canvas", "120", "100", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["per_case"][0]["canvas"] == [200, 180, 88] and report["source"]["phantom_cases"] == 1
+    assert report["per_case"][0]["canvas"] == [120, 100, 24] and report["source"]["phantom_cases"] == 1
+    assert report["source"]["phantom_shape"] == [64, 56, 24]
