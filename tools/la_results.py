@@ -239,11 +239,15 @@ def read_json(path: str):
 
 
 def row_state(folder: str, eval_dirs=EVAL_DIRS) -> dict:
-    """What a run folder or a record holds (same layout): run.json and the table's evaluation summaries without and
-    with NMS (`eval_dirs[:2]`; None if absent)."""
+    """What a run folder or a record holds (same layout): run.json, the table's evaluation summaries without and
+    with NMS (`eval_dirs[:2]`; None if absent), and whether a live process trains in it (`run_dir.in_use`: None
+    for a record or a run from before the folder lock)."""
+    from sassnet_tf.training.run_dir import in_use
+
     return {"run": read_json(os.path.join(folder, "run.json")),
             "eval": read_json(os.path.join(folder, eval_dirs[0], "summary.json")),
-            "eval_nms": read_json(os.path.join(folder, eval_dirs[1], "summary.json"))}
+            "eval_nms": read_json(os.path.join(folder, eval_dirs[1], "summary.json")),
+            "in_use": in_use(folder) if os.path.isdir(folder) else None}
 
 
 def is_done(state: dict, iterations: int) -> bool:
@@ -296,7 +300,10 @@ def _status(state: dict, iterations: int) -> str:
     hours = (run.get("train_seconds") or 0) / 3600
     if is_done(state, iterations):
         return f"done, {hours:.1f} h training"
-    text = f"{run.get('status', '?')}: iteration {it} of {iterations}, {hours:.1f} h so far"
+    status = run.get("status", "?")
+    if status == "running" and state.get("in_use") is False:  # its process ended without a word: killed
+        status = "stopped (no process trains it; the same command resumes it)"
+    text = f"{status}: iteration {it} of {iterations}, {hours:.1f} h so far"
     if it > 0 and hours > 0 and iterations > it:
         # at the run's mean speed so far: the hours a resumed run still needs, wherever it continues
         text += f", ~{hours / it * (iterations - it):.1f} h more at its speed so far"

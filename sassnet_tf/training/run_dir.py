@@ -7,6 +7,11 @@ Layout (docs/DESIGN.md)::
     RUN/logs/                           TensorBoard
     RUN/checkpoints/                    both networks, both optimizers, the iteration
     RUN/weights/vnet_{best,last}.weights.h5, RUN/weights/discriminator_last.weights.h5
+    RUN/.lock                           held (flock) by the training process using the folder: pid, host, since
+
+Two processes training into one folder would interleave their checkpoints, so the training process holds an
+exclusive `flock` on RUN/.lock for as long as it trains; the kernel drops it when the process ends, however it ends
+(SIGKILL too), so a lock is never stale. A second `--resume` of a folder in use is refused.
 """
 
 from __future__ import annotations
@@ -16,11 +21,17 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from typing import Optional
 
 import yaml
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no folder lock (TensorFlow's CPU wheels are POSIX-only anyway)
+    fcntl = None
 
 from sassnet_tf.config import Config, ConfigError, from_dict, save_config
 from sassnet_tf.utils.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
@@ -29,6 +40,8 @@ log = logging.getLogger("sassnet_tf")
 
 CONFIG = "config.yaml"
 RUN_JSON = "run.json"
+LOCK = ".lock"
+LOCK_RETRY_SECONDS = 2.0  # `in_use` holds a shared lock for an instant: a start retries before calling it a conflict
 
 
 class RunDirError(ValueError):
@@ -45,6 +58,7 @@ class RunDir:
     def __init__(self, path: str):
         self.path = os.path.abspath(os.fspath(path))
         self._created = None  # by `prepare` of a new run: whether it created the folder itself
+        self._lock = None  # the descriptor holding RUN/.lock while this process trains here
 
     # paths
     config_path = property(lambda self: os.path.join(self.path, CONFIG))
@@ -88,6 +102,7 @@ class RunDir:
         if resume:
             if not self.exists():
                 raise RunDirError(f"{self.path}: --resume given but there is no run here to resume")
+            self.acquire()
             saved = self.read_config()
             if _comparable(saved) != _comparable(config):
                 diff = _diff(saved.to_dict(), config.to_dict())
@@ -132,11 +147,43 @@ class RunDir:
         self._created = not os.path.isdir(self.path)
         for folder in (self.path, self.logs, self.checkpoints, self.weights):
             os.makedirs(folder, exist_ok=True)
+        self.acquire()
         save_config(config, self.config_path)
         state = {"run_id": uuid.uuid4().hex[:12], "config_sha": config_sha(config), "iteration": 0,
                  "status": "running", "best": None}
         self.write_state(state)
         return state
+
+    def acquire(self) -> None:
+        """Hold RUN/.lock for this process (a no-op when already held); RunDirError naming the holder when another
+        live process trains in the folder."""
+        if self._lock is not None or fcntl is None:
+            return
+        fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                os.close(fd)
+                raise RunDirError(
+                    f"{self.path}: in use by another training process ({_describe_holder(self.path)}). Wait for it "
+                    "to finish, or stop it (Ctrl-C or SIGTERM saves a checkpoint), then --resume"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
+        self._lock = fd
+
+    def release(self) -> None:
+        """Let go of RUN/.lock (closing the descriptor drops the flock; the file stays, harmless)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def discard_new(self) -> bool:
         """Remove what `prepare` created for a new run that never reached a checkpoint (iteration 0), so a failed
@@ -154,6 +201,31 @@ class RunDir:
             else:
                 os.remove(target)
         return True
+
+
+def _describe_holder(path: str) -> str:
+    try:
+        with open(os.path.join(path, LOCK), encoding="utf-8") as fh:
+            holder = json.load(fh)
+        return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details unreadable"
+
+
+def in_use(path: str) -> Optional[bool]:
+    """Whether a live process trains in the run folder `path` (holds its lock); None when the folder has no lock
+    file (no run, or one written before the lock existed), so run.json's status is all there is to go by."""
+    lock = os.path.join(os.fspath(path), LOCK)
+    if fcntl is None or not os.path.isfile(lock):
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock taken just now
+    return False
 
 
 def _comparable(config: Config) -> dict:

@@ -189,6 +189,12 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until `train.iterations`; return the final run state (run.json)."""
+        try:
+            return self._prepare_and_fit()
+        finally:
+            self.run.release()  # the folder lock that `check` / `prepare` took (run_dir.py)
+
+    def _prepare_and_fit(self) -> dict:
         t = self.config.train
         if self.chief:  # refuse a bad --output before the (slow) data loading, and write nothing before the data
             self.run.check(self.config, self.resume)  # loaded: a typo in --data-root leaves no run folder behind

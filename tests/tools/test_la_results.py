@@ -340,3 +340,20 @@ def test_the_full_table_sets_each_row_beside_the_paper_and_its_half_resolution_s
     official = "\n".join(la_results.seeds_section(la_results.PROTOCOLS["official"], str(records / "la_official"),
                                                   str(runs / "la_official")))
     assert "Against the paper's Dice" not in official
+
+
+def test_status_tells_a_run_in_training_from_one_whose_process_ended(tmp_path):
+    from sassnet_tf.training.run_dir import RunDir
+
+    folder = tmp_path / "vnet_16"
+    _write(folder / "run.json", {"status": "running", "iteration": 1200, "train_seconds": 3600})
+    # a run from before the folder lock: run.json is all there is to go by
+    assert la_results._status(la_results.row_state(str(folder)), 6000).startswith("running: iteration 1200")
+    run = RunDir(folder)
+    run.acquire()
+    try:
+        assert la_results._status(la_results.row_state(str(folder)), 6000).startswith("running: iteration 1200")
+    finally:
+        run.release()  # as the kernel does when the process is killed: run.json still says "running"
+    assert la_results._status(la_results.row_state(str(folder)), 6000).startswith(
+        "stopped (no process trains it; the same command resumes it): iteration 1200 of 6000")

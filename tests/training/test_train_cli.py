@@ -13,14 +13,9 @@ import pytest
 
 from sassnet_tf.config import load_config
 from sassnet_tf.train import main
-from tests.training.tiny_la import TINY, write_tiny_la
+from tests.training.tiny_la import TINY
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_tiny_la(tmp_path_factory.mktemp("la"))
 
 
 def train_args(data_root, output, *extra):
