@@ -1,0 +1,140 @@
+"""How recorded LA rows go wrong: false-positive and false-negative voxels per case, relative to the atrium.
+
+    python tools/case_errors.py [--runs runs/la_official] [--records docs/results/la_official] [--evaluation test]
+        [--data-root ../shared/data/LA] [--json out.json]
+
+Dice alone does not say whether a row misses atrium or segments too much, nor where the extra voxels lie. For every
+recorded run (a record `<records>/<run>` whose run folder `<runs>/<run>` still holds the evaluation's predictions,
+`eval-<evaluation>/predictions/<case>.nii.gz`), each case's prediction is compared with its label: atrium voxels,
+missed atrium voxels (false negatives), and false positives split by their distance from the atrium (within 3
+voxels: the boundary; beyond 10: a leak into another structure or a stray blob) and by whether they lie outside
+the prediction's largest connected component (what the "+NMS" filter removes). The counts are written beside the
+record's per-case metrics (`<record>/eval-<evaluation>/case_errors.csv`, kept when run folders are gone), and the
+summary -- each row's mean over cases and recorded seeds, as fractions of the atrium's volume -- is read from the
+records only. An analysis of finished results (test.list rules, REFERENCE.md): it chooses no setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSV = "case_errors.csv"
+NEAR, FAR = 3, 10  # voxels from the atrium: a boundary error / a leak or stray blob
+COUNTS = ("atrium", "false_negative", "false_positive", "fp_within_3", "fp_beyond_10", "outside_largest_component")
+
+
+def measure(prediction, label) -> dict:
+    """Voxel counts (`COUNTS`) of one binary prediction against its binary label (same shape)."""
+    import numpy as np
+    from scipy import ndimage
+
+    prediction, label = np.asarray(prediction) > 0, np.asarray(label) > 0
+    if prediction.shape != label.shape:
+        raise ValueError(f"prediction shape {prediction.shape} != label shape {label.shape}")
+    false_positive = prediction & ~label
+    # distance of every voxel to the nearest atrium voxel (everything is far from an empty label)
+    distance = ndimage.distance_transform_edt(~label) if label.any() else np.full(label.shape, np.inf)
+    components, count = ndimage.label(prediction)
+    outside = 0
+    if count > 1:
+        sizes = np.bincount(components.ravel())[1:]
+        outside = int(prediction.sum() - sizes.max())
+    return {"atrium": int(label.sum()), "false_negative": int((label & ~prediction).sum()),
+            "false_positive": int(false_positive.sum()),
+            "fp_within_3": int((false_positive & (distance <= NEAR)).sum()),
+            "fp_beyond_10": int((false_positive & (distance > FAR)).sum()),
+            "outside_largest_component": outside}
+
+
+def write_record_errors(run: str, record: str, evaluation: str, data_root: str) -> bool:
+    """Measure every case the run's evaluation predicted and write `<record>/eval-<evaluation>/case_errors.csv`
+    (atomically); False when the run folder has no predictions for it."""
+    import nibabel as nib
+    import numpy as np
+
+    from sassnet_tf.data.dataset_layout import open_dataset
+    from sassnet_tf.utils.atomic import atomic_write_text
+
+    predictions = os.path.join(run, f"eval-{evaluation}", "predictions")
+    per_case = os.path.join(record, f"eval-{evaluation}", "per_case.csv")
+    if not os.path.isdir(predictions) or not os.path.isfile(per_case):
+        return False
+    with open(per_case, newline="", encoding="utf-8") as fh:
+        cases = [line["case"] for line in csv.DictReader(fh)]
+    layout = open_dataset(data_root)
+    lines = [",".join(("case",) + COUNTS)]
+    for case in cases:
+        path = os.path.join(predictions, f"{case}.nii.gz")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{path}: missing; the record {record} lists case {case}")
+        prediction = np.asanyarray(nib.load(path).dataobj)
+        counts = measure(prediction, layout.load(case).label)
+        lines.append(",".join([case] + [str(counts[k]) for k in COUNTS]))
+    atomic_write_text(os.path.join(record, f"eval-{evaluation}", CSV), "\n".join(lines) + "\n")
+    return True
+
+
+def summarise(records: str, evaluation: str) -> dict:
+    """{row: {"seeds": n, "cases": n, <count>: mean over cases and seeds of count / atrium}} from the records."""
+    rows = {}
+    for path in sorted(glob.glob(os.path.join(records, "*", f"eval-{evaluation}", CSV))):
+        run = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        row = re.sub(r"-seed\d+$", "", run)
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = [line for line in csv.DictReader(fh) if int(line["atrium"]) > 0]
+        entry = rows.setdefault(row, {"runs": [], "fractions": []})
+        entry["runs"].append(run)
+        entry["fractions"] += [{k: int(line[k]) / int(line["atrium"]) for k in COUNTS[1:]} for line in lines]
+    return {row: {"seeds": len(e["runs"]), "cases": len(e["fractions"]),
+                  **{k: round(statistics.mean(f[k] for f in e["fractions"]), 4) for k in COUNTS[1:]}}
+            for row, e in rows.items() if e["fractions"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/la_official", help="run folders (with the evaluations' predictions)")
+    parser.add_argument("--records", default="docs/results/la_official")
+    parser.add_argument("--evaluation", default="test", help="the eval-<name> folder of each run and record")
+    parser.add_argument("--data-root", default="../shared/data/LA", help="the labels (the LA release)")
+    parser.add_argument("--json", help="also write the summary as JSON here")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, REPO)
+    if not os.path.isdir(args.records):
+        parser.error(f"--records {args.records}: not a folder")
+    measured = []
+    if os.path.isdir(args.runs):
+        if not os.path.isdir(args.data_root):
+            parser.error(f"--data-root {args.data_root}: not a folder (the LA release, for the labels)")
+        for record in sorted(glob.glob(os.path.join(args.records, "*", ""))):
+            name = os.path.basename(os.path.dirname(record))
+            if write_record_errors(os.path.join(args.runs, name), record, args.evaluation, args.data_root):
+                measured.append(name)
+    print(f"measured from run folders: {', '.join(measured) or 'none (summary from the records)'}")
+    summary = summarise(args.records, args.evaluation)
+    if not summary:
+        raise SystemExit(f"{args.records}: no record has eval-{args.evaluation}/{CSV}")
+    print(f"Mean over cases and recorded seeds, as fractions of the atrium's volume (`eval-{args.evaluation}`)")
+    print("| row | seeds | missed atrium (FN) | false positives | FP within 3 voxels | FP beyond 10 voxels "
+          "| outside the largest component |")
+    print("|---" * 7 + "|")
+    for row, s in sorted(summary.items()):
+        print(f"| {row} | {s['seeds']} | {s['false_negative']:.3f} | {s['false_positive']:.3f} | "
+              f"{s['fp_within_3']:.3f} | {s['fp_beyond_10']:.3f} | {s['outside_largest_component']:.3f} |")
+    if args.json:
+        from sassnet_tf.utils.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"records": args.records, "evaluation": args.evaluation,
+                                                 "rows": summary}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
