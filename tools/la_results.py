@@ -756,7 +756,25 @@ def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, sets: list,
         record = os.path.join(REPO, protocol.records, name)
         record_row(run, record, protocol.eval_dirs)
         print(f"= {name}: recorded in {record}", flush=True)
+        record_case_errors(run, record, protocol, os.path.join(REPO, data_root))
     return 0
+
+
+def record_case_errors(run: str, record: str, protocol: Protocol, data_root: str) -> None:
+    """Add `tools/case_errors.py`'s counts (missed atrium, false positives by distance) to a fresh record, for each
+    evaluation whose predictions the run folder holds; a failure is reported, never fatal to the record."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "case_errors.py")
+    spec = importlib.util.spec_from_file_location("case_errors", path)
+    case_errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(case_errors)
+    for evaluation, _ in protocol.evaluations:
+        try:
+            if case_errors.write_record_errors(run, record, evaluation, data_root):
+                print(f"= {os.path.basename(record)}: case errors of eval-{evaluation} recorded", flush=True)
+        except (Exception, SystemExit) as exc:  # the record itself is already complete
+            print(f"! {os.path.basename(record)}: case errors of eval-{evaluation} not measured: {exc}", flush=True)
 
 
 def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: list, jobs: int = 1,

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 
@@ -357,3 +358,32 @@ def test_status_tells_a_run_in_training_from_one_whose_process_ended(tmp_path):
         run.release()  # as the kernel does when the process is killed: run.json still says "running"
     assert la_results._status(la_results.row_state(str(folder)), 6000).startswith(
         "stopped (no process trains it; the same command resumes it): iteration 1200 of 6000")
+
+
+def test_a_recorded_run_gets_its_case_errors_when_its_predictions_are_there(tmp_path, monkeypatch):
+    import nibabel as nib
+    import numpy as np
+
+    from tests.training.tiny_la import write_tiny_la
+
+    root = write_tiny_la(tmp_path / "la")  # test.list: CASE04, CASE05
+    monkeypatch.setattr(la_results, "RECORDS", str(tmp_path / "records"))  # absolute: not the repository's
+    monkeypatch.setattr(la_results.subprocess, "call", lambda argv, **kw: 0)  # training and evaluation "done"
+    row, official = la_results.ROW_BY_KEY["vnet_8"], la_results.PROTOCOLS["official"]
+    run = tmp_path / "runs" / "vnet_8-seed1337"
+    _finished_seed(run, row, 1337, 80.0)
+    (run / "weights").mkdir()
+    (run / "weights" / "vnet_last.weights.h5").write_bytes(b"")
+    os.utime(run / "weights" / "vnet_last.weights.h5", (0, 0))  # older than the evaluations: they are kept
+    (run / "eval-test" / "per_case.csv").write_text("case,dice\nCASE04,0.9\nCASE05,0.8\n")
+    (run / "eval-test" / "predictions").mkdir()
+    for case in ("CASE04", "CASE05"):
+        empty = np.zeros((40, 36, 20), np.uint8)  # nothing predicted: every atrium voxel missed
+        nib.save(nib.Nifti1Image(empty, np.eye(4)), str(run / "eval-test" / "predictions" / f"{case}.nii.gz"))
+    assert la_results.run_row(row, official, str(tmp_path / "runs"), root, [], seed=1337) == 0
+    record = tmp_path / "records" / "la_official" / "vnet_8-seed1337"
+    lines = (record / "eval-test" / "case_errors.csv").read_text().splitlines()
+    assert lines[0].startswith("case,atrium,false_negative,false_positive") and len(lines) == 3
+    atrium, missed = (int(v) for v in lines[1].split(",")[1:3])
+    assert atrium > 0 and missed == atrium
+    assert not (record / "eval-la_eval10" / "case_errors.csv").exists()  # that run folder has no predictions
