@@ -29,7 +29,14 @@ def test_measure_sorts_the_errors_by_where_they_lie():
     # beyond 10: i 30..44 (15 slices, 60 voxels); the stray blob is beyond 10 too
     assert counts == {"atrium": 1000, "false_negative": 200, "false_positive": 100 + 24 * 4 + 8,
                       "fp_within_3": 100 + 8, "fp_beyond_10": 60 + 8, "outside_largest_component": 8}
+    image = np.where(label, 2.0, 0.5)
+    image[45:, 14:16, 14:16] = 1.0  # the leak's far end (slices 45..) is not predicted; its voxels up to 44 are
+    image[20:45, 14:16, 14:16] = 1.5
+    measured = case_errors.measure(prediction, label, image)
+    # far false positives: 60 leak voxels at 1.5 and the 8 blob voxels at 0.5, over the atrium's 2.0
+    assert measured[case_errors.BRIGHTNESS] == pytest.approx((60 * 1.5 + 8 * 0.5) / 68 / 2.0)
     assert case_errors.measure(label, label)["false_positive"] == 0
+    assert case_errors.measure(label, label, image)[case_errors.BRIGHTNESS] is None  # no far false positive
     with pytest.raises(ValueError, match="shape"):
         case_errors.measure(label[:10], label)
 
@@ -59,12 +66,13 @@ def test_errors_are_written_beside_the_record_and_summarised_over_seeds(tmp_path
     out = capsys.readouterr().out
     assert "measured from run folders: sassnet_8-seed1337, vnet_8-seed1337, vnet_8-seed1338" in out
     assert (records / "vnet_8-seed1338" / "eval-test" / "case_errors.csv").read_text().startswith(
-        "case,atrium,false_negative,false_positive,fp_within_3,fp_beyond_10,outside_largest_component\nCASE02,")
+        "case,atrium,false_negative,false_positive,fp_within_3,fp_beyond_10,outside_largest_component,"
+        "fp_beyond_10_brightness\nCASE02,")
     summary = case_errors.summarise(str(records), "test")
     assert summary["vnet_8"]["seeds"] == 2 and summary["vnet_8"]["cases"] == 4
     assert summary["vnet_8"]["false_negative"] == pytest.approx(0.25, abs=0.01)  # seeds 0 and 0.5
     assert summary["sassnet_8"]["false_negative"] == pytest.approx(0.25, abs=0.01)
-    assert summary["vnet_8"]["false_positive"] == 0
+    assert summary["vnet_8"]["false_positive"] == 0 and summary["vnet_8"]["fp_beyond_10_brightness"] is None
     assert "| vnet_8 | 2 | 0.25" in out and (tmp_path / "summary.json").is_file()
     # the run folders gone (a new machine): the summary still comes from the records
     assert case_errors.main(["--runs", str(tmp_path / "gone"), "--records", str(records)]) == 0
