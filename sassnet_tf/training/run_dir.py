@@ -174,10 +174,13 @@ class RunDir:
                     f"{self.path}: in use by another training process ({_describe_holder(self.path)}). Wait for it "
                     "to finish, or stop it (Ctrl-C or SIGTERM saves a checkpoint), then --resume"
                 ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
         self._lock = fd
+        try:  # who holds it, for the message a second process gets; the lock itself does not need it
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
+        except OSError as exc:
+            log.warning("%s: could not note this process in %s: %s", self.path, LOCK, exc)
 
     def release(self) -> None:
         """Let go of RUN/.lock (closing the descriptor drops the flock; the file stays, harmless)."""
@@ -218,7 +221,10 @@ def in_use(path: str) -> Optional[bool]:
     lock = os.path.join(os.fspath(path), LOCK)
     if fcntl is None or not os.path.isfile(lock):
         return None
-    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # unreadable: cannot tell
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
