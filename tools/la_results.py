@@ -304,8 +304,13 @@ def _status(state: dict, iterations: int) -> str:
     if status == "running" and state.get("in_use") is False:  # its process ended without a word: killed
         status = "stopped (no process trains it; the same command resumes it)"
     text = f"{status}: iteration {it} of {iterations}, {hours:.1f} h so far"
-    if it > 0 and hours > 0 and iterations > it:
-        # at the run's mean speed so far: the hours a resumed run still needs, wherever it continues
+    recent = run.get("recent_seconds_per_iteration")
+    if recent and iterations > it:
+        # the median of its last checkpoint intervals (trainer.py): a pause (SIGSTOP) or a shared core in one
+        # interval does not count, where the mean over the run counts every paused hour
+        text += f", ~{recent * (iterations - it) / 3600:.1f} h more at its recent {recent:.2f} s per iteration"
+    elif it > 0 and hours > 0 and iterations > it:
+        # runs from before that field: the mean speed so far, the hours a resumed run still needs
         text += f", ~{hours / it * (iterations - it):.1f} h more at its speed so far"
     return text
 

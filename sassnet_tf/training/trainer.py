@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import signal
+import statistics
 import time
 from typing import Optional
 
@@ -27,6 +28,16 @@ log = logging.getLogger("sassnet_tf")
 
 # Tests set this to kill the process (SIGKILL, no clean-up) right after an iteration, to prove --resume.
 _KILL_AT = os.environ.get("SASSNET_TF_TEST_KILL_AT_ITERATION")
+
+_SPEED_INTERVALS = 5  # checkpoint intervals whose median is run.json's recent_seconds_per_iteration
+
+
+def recent_seconds_per_iteration(marks: list) -> float | None:
+    """Median wall seconds per iteration over the intervals between (iteration, wall time) marks: what
+    `la_results status` estimates the rest of a run from. The median drops an interval in which the run was
+    paused (SIGSTOP while a benchmark ran), which the mean over the run counts."""
+    rates = [(t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1) in zip(marks, marks[1:]) if i1 > i0]
+    return round(statistics.median(rates), 3) if rates else None
 
 
 def resolve_data_root(config: Config) -> tuple[str, str]:
@@ -164,7 +175,16 @@ class Trainer:
             save_weights_atomic(self.discriminator, self.run.weights_path("discriminator", "last"))
         state["iteration"] = iteration
         state["train_seconds"] = self._train_seconds()
+        recent = self._recent_seconds_per_iteration(iteration)
+        if recent is not None:
+            state["recent_seconds_per_iteration"] = recent
         self.run.write_state(state)
+
+    def _recent_seconds_per_iteration(self, iteration: int) -> float | None:
+        marks = self._checkpoint_marks
+        marks.append((iteration, time.time()))
+        del marks[:-(_SPEED_INTERVALS + 1)]
+        return recent_seconds_per_iteration(marks)
 
     def _train_seconds(self) -> float:
         """Training wall time summed over every session of this run, up to now (what RESULTS.md reports)."""
@@ -237,6 +257,7 @@ class Trainer:
         t0 = time.time()
         # Wall time of earlier sessions, as saved with the checkpoint this session resumed from.
         self._seconds_before, self._session_start = float(state.get("train_seconds") or 0.0), t0
+        self._checkpoint_marks = [(start, t0)]  # (iteration, wall time) at this session's checkpoints
         with StopRequest() as stop:
             iteration = self._loop(start, train_fn, iterator, writer, val_ds, image_batch, bar, best, state, stop)
         writer.flush()

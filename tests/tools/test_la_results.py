@@ -360,6 +360,15 @@ def test_status_tells_a_run_in_training_from_one_whose_process_ended(tmp_path):
         "stopped (no process trains it; the same command resumes it): iteration 1200 of 6000")
 
 
+def test_status_estimates_the_rest_from_the_recent_speed_when_the_run_records_it(tmp_path):
+    folder = tmp_path / "vnet_16"
+    # 3600 s for 1200 iterations includes a long pause; the last checkpoint intervals ran at 1.2 s per iteration
+    _write(folder / "run.json", {"status": "running", "iteration": 1200, "train_seconds": 3600,
+                                 "recent_seconds_per_iteration": 1.2})
+    text = la_results._status(la_results.row_state(str(folder)), 6000)
+    assert text.endswith("1.0 h so far, ~1.6 h more at its recent 1.20 s per iteration"), text
+
+
 def test_a_recorded_run_gets_its_case_errors_when_its_predictions_are_there(tmp_path, monkeypatch):
     import nibabel as nib
     import numpy as np

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def test_run_folder_contents(data_root, tmp_path):
     state = json.loads((out / "run.json").read_text())
     assert state["status"] == "completed" and state["iteration"] == 4
     assert state["best"] and 0.0 <= state["best"]["dice"] <= 1.0
+    # checkpoints at 2 and 4: the recent speed (what `la_results status` estimates from) is their intervals' median
+    assert 0.0 < state["recent_seconds_per_iteration"] < state["train_seconds"]
     for name in ("vnet_best", "vnet_last", "discriminator_last"):
         assert (out / "weights" / f"{name}.weights.h5").is_file()
     assert (out / "config.yaml").is_file() and any((out / "checkpoints").iterdir())
@@ -86,7 +89,7 @@ def straight_run(data_root, tmp_path_factory):
     return out
 
 
-def test_killed_run_resumes_to_the_same_state(data_root, tmp_path):
+def test_killed_run_resumes_to_the_same_state_from_a_copied_folder(data_root, tmp_path):
     straight = tmp_path / "straight"
     killed = tmp_path / "killed"
     r = _run(train_args(data_root, straight, "--iterations", "6"))
@@ -103,10 +106,15 @@ def test_killed_run_resumes_to_the_same_state(data_root, tmp_path):
              killed / "weights" / f".vnet_last.weights.h5.{pid}.abcdefgh.tmp.weights.h5"]
     for path in stale:
         path.write_bytes(b"half written")
-    r = _run(train_args(data_root, killed, "--iterations", "6", "--resume"))
+    # the folder carries all a resume needs, wherever it is copied (runs/ is not in git: a new machine gets a run
+    # only as a copied folder)
+    moved = tmp_path / "another" / "place"
+    shutil.copytree(killed, moved)
+    shutil.rmtree(killed)
+    r = _run(train_args(data_root, moved, "--iterations", "6", "--resume"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert not any(path.exists() for path in stale)
-    _assert_same_final_weights(straight, killed)
+    assert not any((moved / path.relative_to(killed)).exists() for path in stale)
+    _assert_same_final_weights(straight, moved)
 
 
 def _start(args):
