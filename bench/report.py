@@ -12,31 +12,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def cpu_model() -> str:
-    """The CPU's model name and its wide-vector/bf16/AMX flags: sessions have run on different machines, and a
-    figure means little without the CPU that produced it."""
+    """The CPU's model name, family / model and wide-vector / bf16 / AMX flags (`runtime.cpu_description`)."""
     # Imported here, like atomic_write_text below: importing sassnet_tf sets TF_ENABLE_ONEDNN_OPTS, which
     # bench_train's children must not inherit (reports are written after they ran).
-    from sassnet_tf.utils.runtime import cpu_info
+    from sassnet_tf.utils.runtime import cpu_description
 
-    name, flags = cpu_info()
-    wide = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
-    family = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
-    # "AMD EPYC" alone does not tell Zen 3 (family 25), Zen 4 (25, model >= 0x10) and Zen 5 (26) apart.
-    kind = f", family {family[0]} model {family[1]}" if all(family) else ""
-    return f"{name}{kind} ({' '.join(wide) or 'no avx2'})"
-
-
-def _cpuinfo_field(key: str, path: str = "/proc/cpuinfo") -> str | None:
-    """The first CPU's value of `key` in /proc/cpuinfo, or None."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                name, _, value = line.partition(":")
-                if name.strip() == key:
-                    return value.strip()
-    except OSError:
-        pass
-    return None
+    return cpu_description()
 
 
 def timings(fn, repeats: int, warmup: bool = True) -> tuple:

@@ -292,6 +292,20 @@ def median_dice(summary_dir: str) -> str:
     return f"{statistics.median(dice):.2f}" if dice else "–"
 
 
+def _precision_cell(run: dict | None) -> str:
+    """The run's precision and, for runs that record their sessions (trainer.py, from session 18 on), the bf16
+    hardware of each CPU kind it trained on: a run resumed on another kind ran other kernels."""
+    run = run or {}
+    kinds = []
+    for session in run.get("sessions", []):
+        cpu = session.get("cpu", "")
+        kind = "AMX" if "amx_bf16" in cpu else "AVX512-BF16" if "avx512_bf16" in cpu else "no bf16"
+        if kind not in kinds:
+            kinds.append(kind)
+    precision = run.get("precision") or "–"
+    return f"{precision} ({', '.join(kinds)})" if kinds else precision
+
+
 def _status(state: dict, iterations: int) -> str:
     run = state["run"]
     if run is None:
@@ -428,7 +442,7 @@ def protocol_section(protocol: Protocol, records: str, runs: str) -> tuple:
         state, done = shown_state(record, os.path.join(runs, row.key), config.train.iterations)
         paper = "".join(f"| {v:.2f} " for v in row.paper)
         median = median_dice(os.path.join(record, EVAL_DIRS[0])) if done else "–"
-        precision = (state["run"] or {}).get("precision") or "–"
+        precision = _precision_cell(state["run"])
         lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} {_metrics(state['eval'])}| {median} {paper}"
                      f"| {config.train.seed} | {precision} | {_status(state, config.train.iterations)} |")
         nms_lines.append(f"| {row.method} | {row.labeled} {_metrics(state['eval_nms'])}|")
@@ -513,7 +527,7 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
             done = is_done(state, iterations)
             nms = f"{state['eval_nms']['paper_table']['Dice (%)']:.2f}" if done and state["eval_nms"] else "–"
             median = median_dice(os.path.join(record, dirs[0])) if done else "–"
-            precision = (state["run"] or {}).get("precision") or "–"
+            precision = _precision_cell(state["run"])
             lines.append(f"| {row.method} ({row.labeled}) | {seed} {_metrics(state['eval'] if done else None)}"
                          f"| {median} | {nms} | {precision} | {_status(state, iterations)} |")
     lines.append("")
@@ -660,7 +674,10 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "machine the row ran on: float32 on the 2-core AMD EPYC (AVX2) of sessions 1-6, mixed_bfloat16 on the",
         "2-core Xeon with AMX of sessions 7-9 (per iteration: SASSNet 4.9 s vs 1.5-2.2 s, V-Net + SDM 1.4 s vs",
         "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md), and on the",
-        "2-core EPYC Zen 5 with AVX512-BF16 and no AMX of sessions 10-15 (the official-split runs).",
+        "2-core EPYC Zen 5 with AVX512-BF16 and no AMX of sessions 10-17 (the official-split runs up to",
+        "session 17), and on a 2-core Xeon with AMX in session 18. Runs from session 18 on record each",
+        "session's CPU, code version and thread count in their run.json; the cell names their CPUs' bf16",
+        "hardware (AMX, AVX512-BF16).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
         "(`--jobs 2`, one thread each) takes ~1.7x the wall time of a row alone on 2 cores (SASSNet 8.5 s vs 4.9 s,",
         "V-Net 2.4 s vs 1.4 s per iteration on the EPYC, docs/PERFORMANCE.md); the findings say how each row ran.",

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     from sassnet_tf.inference.predictor import Predictor
     from sassnet_tf.metrics import case_metrics
     from sassnet_tf.utils.atomic import atomic_write_text
-    from sassnet_tf.utils.runtime import cpu_info
+    from sassnet_tf.utils.runtime import cpu_description
 
     predictor = Predictor.from_path(args.model, weights=args.weights)
     predictor.segment_fn()
@@ -144,11 +144,10 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
     means = {k: float(np.mean([r[k] for r in rows])) for k in ("dice_crop", "dice_whole_scan", "seconds_crop",
                                                                "seconds_whole_scan")}
-    name, flags = cpu_info()
     source = ({"phantom_cases": args.phantom_cases, "phantom_seed": args.phantom_seed,
                "phantom_shape": list(args.phantom_shape)} if args.phantom_cases else
               {"data_root": args.data_root, "list": args.list, "fill": args.fill, "seed": args.seed})
-    report = {"cpu_model": f"{name} ({' '.join(sorted(flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))})",
+    report = {"cpu_model": cpu_description(),
               "context": os.environ.get("BENCH_CONTEXT", ""),
               "model": predictor.description, "settings": predictor.settings.to_metadata(), "source": source,
               "canvas": list(args.canvas), "margin": args.margin, "coarse_overlap": args.coarse_overlap,

@@ -23,6 +23,8 @@ from sassnet_tf.training.sassnet import SASSNet, patch_dice
 from sassnet_tf.training.errors import TrainingDiverged, TrainingInterrupted
 from sassnet_tf.training.stop_request import StopRequest
 from sassnet_tf.training.torch_sgd import TorchSGD
+from sassnet_tf.utils.provenance import code_version
+from sassnet_tf.utils.runtime import cpu_description
 
 log = logging.getLogger("sassnet_tf")
 
@@ -30,6 +32,11 @@ log = logging.getLogger("sassnet_tf")
 _KILL_AT = os.environ.get("SASSNET_TF_TEST_KILL_AT_ITERATION")
 
 _SPEED_INTERVALS = 5  # checkpoint intervals whose median is run.json's recent_seconds_per_iteration
+
+
+def _threads() -> int:
+    """The threads TensorFlow's ops run on in this process (`--threads`, else every core)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
 
 
 def recent_seconds_per_iteration(marks: list) -> float | None:
@@ -175,6 +182,8 @@ class Trainer:
             save_weights_atomic(self.discriminator, self.run.weights_path("discriminator", "last"))
         state["iteration"] = iteration
         state["train_seconds"] = self._train_seconds()
+        if state.get("sessions"):
+            state["sessions"][-1]["to_iteration"] = iteration
         recent = self._recent_seconds_per_iteration(iteration)
         if recent is not None:
             state["recent_seconds_per_iteration"] = recent
@@ -246,6 +255,11 @@ class Trainer:
             log.info("run already at iteration %d of %d; nothing to do", start, t.iterations)
             return state
         state.update(status="running", precision=precision, data_root=self.data_root)
+        # Which code on which machine trained which iterations: a run resumed on another CPU kind or after a code
+        # change is not the same experiment, and a result's record must say so.
+        state.setdefault("sessions", []).append({
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_iteration": start, "to_iteration": start,
+            "code": code_version(), "cpu": cpu_description(), "threads": _threads(), "precision": precision})
         train_ds, val_ds = self._datasets(start)
         iterator = iter(train_ds)
         train_fn = self._train_function()

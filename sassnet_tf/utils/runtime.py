@@ -44,6 +44,31 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
     return name, flags
 
 
+def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, family / model numbers and wide-vector / bf16 / AMX flags, as one line: sessions run on
+    different machines, and a benchmark figure or a training run means little without the CPU that produced it.
+
+    "AMD EPYC" alone does not tell Zen 3 (family 25), Zen 4 (25, model >= 0x10) and Zen 5 (26) apart."""
+    name, flags = cpu_info(cpuinfo_path)
+    wide = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    family, model = _cpuinfo_field("cpu family", cpuinfo_path), _cpuinfo_field("model", cpuinfo_path)
+    kind = f", family {family} model {model}" if family and model else ""
+    return f"{name}{kind} ({' '.join(wide) or 'no avx2'})"
+
+
+def _cpuinfo_field(key: str, cpuinfo_path: str) -> str | None:
+    """The first CPU's value of `key` in `cpuinfo_path`, or None."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 CPU_KINDS = ("amx", "avx512_bf16", "no_bf16")
 
 

@@ -396,3 +396,12 @@ def test_a_recorded_run_gets_its_case_errors_when_its_predictions_are_there(tmp_
     atrium, missed = (int(v) for v in lines[1].split(",")[1:3])
     assert atrium > 0 and missed == atrium
     assert not (record / "eval-la_eval10" / "case_errors.csv").exists()  # that run folder has no predictions
+
+
+def test_the_precision_cell_names_the_bf16_hardware_of_every_cpu_a_run_trained_on():
+    zen5 = "AMD EPYC, family 26 model 2 (avx2 avx512_bf16 avx512f)"
+    xeon = "Intel(R) Xeon(R) Processor, family 6 model 167 (amx_bf16 avx2 avx512_bf16 avx512f)"
+    run = {"precision": "mixed_bfloat16", "sessions": [{"cpu": zen5}, {"cpu": xeon}, {"cpu": zen5}]}
+    assert la_results._precision_cell(run) == "mixed_bfloat16 (AVX512-BF16, AMX)"
+    assert la_results._precision_cell({"precision": "float32"}) == "float32"  # a run from before the sessions
+    assert la_results._precision_cell(None) == "–"

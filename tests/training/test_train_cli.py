@@ -31,6 +31,10 @@ def test_run_folder_contents(data_root, tmp_path):
     assert state["best"] and 0.0 <= state["best"]["dice"] <= 1.0
     # checkpoints at 2 and 4: the recent speed (what `la_results status` estimates from) is their intervals' median
     assert 0.0 < state["recent_seconds_per_iteration"] < state["train_seconds"]
+    # which code on which machine trained which iterations
+    [session] = state["sessions"]
+    assert session["from_iteration"] == 0 and session["to_iteration"] == 4 and session["precision"] == state["precision"]
+    assert session["code"].startswith(("git ", "sassnet_tf ")) and session["cpu"] and session["threads"] >= 1
     for name in ("vnet_best", "vnet_last", "discriminator_last"):
         assert (out / "weights" / f"{name}.weights.h5").is_file()
     assert (out / "config.yaml").is_file() and any((out / "checkpoints").iterdir())
@@ -114,6 +118,8 @@ def test_killed_run_resumes_to_the_same_state_from_a_copied_folder(data_root, tm
     r = _run(train_args(data_root, moved, "--iterations", "6", "--resume"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert not any((moved / path.relative_to(killed)).exists() for path in stale)
+    sessions = json.loads((moved / "run.json").read_text())["sessions"]
+    assert [(s["from_iteration"], s["to_iteration"]) for s in sessions] == [(0, 2), (2, 6)]
     _assert_same_final_weights(straight, moved)
 
 

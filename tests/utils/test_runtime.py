@@ -75,6 +75,15 @@ def test_cpu_info_reads_the_first_cpus_model_and_flags(tmp_path):
     assert runtime.cpu_info(str(tmp_path / "missing")) == ("unknown", set())
 
 
+def test_cpu_description_names_the_model_its_family_and_its_bf16_hardware(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert runtime.cpu_description(str(cpuinfo)) == "AMD EPYC, family 26 model 2 (avx2 avx512_bf16 avx512f)"
+    cpuinfo.write_text("model name\t: Old\nflags\t\t: fpu sse2\n")
+    assert runtime.cpu_description(str(cpuinfo)) == "Old (no avx2)"
+
+
 @pytest.mark.parametrize("flags, kind", [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "amx"),
                                          ("fpu avx2 avx512f avx512_bf16", "avx512_bf16"),
                                          ("fpu avx2 avx512f", "no_bf16"), ("fpu avx2", "no_bf16")])
