@@ -292,14 +292,18 @@ def median_dice(summary_dir: str) -> str:
     return f"{statistics.median(dice):.2f}" if dice else "–"
 
 
+BF16_LABELS = {"amx": "AMX", "avx512_bf16": "AVX512-BF16", "no_bf16": "no bf16"}
+
+
 def _precision_cell(run: dict | None) -> str:
     """The run's precision and, for runs that record their sessions (trainer.py, from session 18 on), the bf16
     hardware of each CPU kind it trained on: a run resumed on another kind ran other kernels."""
+    from sassnet_tf.utils.runtime import recorded_cpu_kind
+
     run = run or {}
     kinds = []
     for session in run.get("sessions", []):
-        cpu = session.get("cpu", "")
-        kind = "AMX" if "amx_bf16" in cpu else "AVX512-BF16" if "avx512_bf16" in cpu else "no bf16"
+        kind = BF16_LABELS[recorded_cpu_kind(session.get("cpu", ""))]
         if kind not in kinds:
             kinds.append(kind)
     precision = run.get("precision") or "–"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
@@ -25,51 +26,59 @@ def default_onednn_on() -> bool:
     return True
 
 
+def _first_cpu(cpuinfo_path: str) -> dict:
+    """The first CPU's fields in `cpuinfo_path` (one read; its block ends at the first blank line); {} when
+    unreadable."""
+    fields = {}
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
     """(model name, set of feature flags) of the first CPU in `cpuinfo_path`; ("unknown", set()) when unreadable.
 
     Read without TensorFlow, so benchmarks and the precision choice can ask before or after it loads.
     """
-    name, flags = "unknown", set()
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name == "unknown":
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return name, flags
+    fields = _first_cpu(cpuinfo_path)
+    return fields.get("model name", "unknown"), set(fields.get("flags", "").split())
+
+
+DESCRIBED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def cpu_description(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The CPU's model name, family / model numbers and wide-vector / bf16 / AMX flags, as one line: sessions run on
     different machines, and a benchmark figure or a training run means little without the CPU that produced it.
 
-    "AMD EPYC" alone does not tell Zen 3 (family 25), Zen 4 (25, model >= 0x10) and Zen 5 (26) apart."""
-    name, flags = cpu_info(cpuinfo_path)
-    wide = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
-    family, model = _cpuinfo_field("cpu family", cpuinfo_path), _cpuinfo_field("model", cpuinfo_path)
+    "AMD EPYC" alone does not tell Zen 3 (family 25), Zen 4 (25, model >= 0x10) and Zen 5 (26) apart; the flags in
+    the parentheses are enough for `bf16_kind` to tell the bf16 hardware back from a recorded line."""
+    fields = _first_cpu(cpuinfo_path)
+    wide = sorted(set(fields.get("flags", "").split()) & set(DESCRIBED_FLAGS))
+    family, model = fields.get("cpu family"), fields.get("model")
     kind = f", family {family} model {model}" if family and model else ""
-    return f"{name}{kind} ({' '.join(wide) or 'no avx2'})"
-
-
-def _cpuinfo_field(key: str, cpuinfo_path: str) -> str | None:
-    """The first CPU's value of `key` in `cpuinfo_path`, or None."""
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as fh:
-            for line in fh:
-                name, _, value = line.partition(":")
-                if name.strip() == key:
-                    return value.strip()
-    except OSError:
-        pass
-    return None
+    return f"{fields.get('model name', 'unknown')}{kind} ({' '.join(wide) or 'no avx2'})"
 
 
 CPU_KINDS = ("amx", "avx512_bf16", "no_bf16")
+
+
+def bf16_kind(flags) -> str:
+    """The bf16 hardware a set of CPU feature flags names: "amx", "avx512_bf16" or "no_bf16" (AMX first: a CPU with
+    AMX also has AVX512-BF16, and oneDNN then runs its AMX kernels)."""
+    flags = set(flags)
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
 
 
 def cpu_kind(cpuinfo_path: str = "/proc/cpuinfo") -> str:
@@ -78,10 +87,13 @@ def cpu_kind(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     The three kinds this project has met run different oneDNN bf16 kernels (Intel Xeon with AMX; AMD EPYC Zen 4/5;
     AMD EPYC Zen 3, which emulates bf16), so the precision choice and the kernel workarounds key on this one answer.
     """
-    flags = cpu_info(cpuinfo_path)[1]
-    if "amx_bf16" in flags:
-        return "amx"
-    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+    return bf16_kind(cpu_info(cpuinfo_path)[1])
+
+
+def recorded_cpu_kind(description: str) -> str:
+    """`bf16_kind` of a line `cpu_description` wrote (the flags are its last parenthesised words)."""
+    match = re.search(r"\(([^()]*)\)\s*$", description or "")
+    return bf16_kind(match.group(1).split() if match else ())
 
 
 def onednn_enabled() -> bool:

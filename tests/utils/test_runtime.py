@@ -96,3 +96,19 @@ def test_cpu_kind_names_the_bf16_hardware(tmp_path, flags, kind):
 
 def test_cpu_kind_without_cpuinfo_is_no_bf16(tmp_path):
     assert runtime.cpu_kind(str(tmp_path / "missing")) == "no_bf16"
+
+
+@pytest.mark.parametrize("description, kind", [
+    ("Intel(R) Xeon(R) Processor, family 6 model 167 (amx_bf16 avx2 avx512_bf16 avx512f)", "amx"),
+    ("AMD EPYC, family 25 model 17 (avx2 avx512_bf16 avx512f)", "avx512_bf16"),
+    ("AMD EPYC 7B13, family 25 model 1 (avx2)", "no_bf16"), ("Old (no avx2)", "no_bf16"), ("", "no_bf16")])
+def test_recorded_cpu_kind_reads_the_kind_back_from_a_description(description, kind):
+    assert runtime.recorded_cpu_kind(description) == kind
+
+
+def test_a_description_reads_back_as_the_cpus_own_kind(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags in ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "fpu avx2 avx512f avx512_bf16", "fpu avx2"):
+        cpuinfo.write_text(f"processor\t: 0\ncpu family\t: 6\nmodel\t\t: 1\nmodel name\t: X (R) CPU\n"
+                           f"flags\t\t: {flags}\n")
+        assert runtime.recorded_cpu_kind(runtime.cpu_description(str(cpuinfo))) == runtime.cpu_kind(str(cpuinfo))
