@@ -22,11 +22,14 @@ import csv
 import glob
 import json
 import os
-import re
 import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
+
+from tools.records import recorded_files  # noqa: E402
+
 CSV = "case_errors.csv"
 NEAR, FAR = 3, 10  # voxels from the atrium: a boundary error / a leak or stray blob
 COUNTS = ("atrium", "false_negative", "false_positive", "fp_within_3", "fp_beyond_10", "outside_largest_component")
@@ -96,9 +99,7 @@ def summarise(records: str, evaluation: str) -> dict:
     """{row: {"seeds": n, "cases": n, <count>: mean over cases and seeds of count / atrium, BRIGHTNESS: its mean
     weighted by each case's far false positives}} from the records."""
     rows = {}
-    for path in sorted(glob.glob(os.path.join(records, "*", f"eval-{evaluation}", CSV))):
-        run = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        row = re.sub(r"-seed\d+$", "", run)
+    for row, run, path in recorded_files(records, f"eval-{evaluation}", CSV):
         with open(path, newline="", encoding="utf-8") as fh:
             lines = [line for line in csv.DictReader(fh) if int(line["atrium"]) > 0]
         entry = rows.setdefault(row, {"runs": [], "fractions": [], "bright": []})
@@ -125,7 +126,6 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default="../shared/data/LA", help="the labels (the LA release)")
     parser.add_argument("--json", help="also write the summary as JSON here")
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
     if not os.path.isdir(args.records):
         parser.error(f"--records {args.records}: not a folder")
     measured = []

@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import os
-import re
 import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
+
+from tools.records import recorded_files  # noqa: E402
 
 
 def recorded_dice(records: str, evaluation: str) -> dict:
     """{row key: {case: [Dice % of each recorded seed]}} from `<records>/<row>[-seed<S>]/eval-<evaluation>`."""
     rows = {}
-    for path in sorted(glob.glob(os.path.join(records, "*", f"eval-{evaluation}", "per_case.csv"))):
-        run = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        row = re.sub(r"-seed\d+$", "", run)
+    for row, _run, path in recorded_files(records, f"eval-{evaluation}", "per_case.csv"):
         with open(path, newline="", encoding="utf-8") as fh:
             for line in csv.DictReader(fh):
                 rows.setdefault(row, {}).setdefault(line["case"], []).append(100.0 * float(line["dice"]))
@@ -93,7 +92,6 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default="../shared/data/LA")
     parser.add_argument("--json", help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
     if not os.path.isdir(args.data_root):
         parser.error(f"--data-root {args.data_root}: not a folder (the LA release)")
     result = analyse(args.records, args.evaluation, args.list, args.data_root)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import os
 import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
+
+from tools.records import recorded_files  # noqa: E402
+
 TERMS = ("d_accuracy", "d_loss", "adv_loss", "consistency_weight", "dice_loss", "sdm_loss", "loss")
 
 
@@ -57,10 +60,8 @@ def analyse(records: str, rows: list, block: int) -> dict:
     """{run name: [block means]} of every recorded run of `rows` under `records`."""
     out = {}
     for row in rows:
-        for path in sorted(glob.glob(os.path.join(records, f"{row}*", "scalars.csv"))):
-            run = os.path.basename(os.path.dirname(path))
-            if run == row or run.startswith(f"{row}-seed"):
-                out[run] = block_means(read_scalars(path), block)
+        for _row, run, path in recorded_files(records, "scalars.csv", rows={row}):
+            out[run] = block_means(read_scalars(path), block)
     return out
 
 
@@ -95,7 +96,6 @@ def main(argv=None) -> int:
         if last and last["weighted_adv"] is not None and last["loss"]:
             print(f"  last block: w*adv is {100 * last['weighted_adv'] / last['loss']:.0f} % of the loss")
     if args.json:
-        sys.path.insert(0, REPO)
         from sassnet_tf.utils.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,25 @@
+"""tools/records.py: the recorded runs' layout, `<records>/<row>[-seed<S>]/...`."""
+
+from tools.records import recorded_files, row_of
+
+
+def test_row_of_strips_the_seed_only():
+    assert row_of("sassnet_8-seed1338") == "sassnet_8"
+    assert row_of("vnet_80") == "vnet_80"
+    assert row_of("vnet_sdm_8-seed1") == "vnet_sdm_8"
+
+
+def test_recorded_files_finds_each_runs_file_by_row(tmp_path):
+    for run in ("vnet_8-seed1337", "vnet_8-seed1338", "vnet_80", "sassnet_8-seed1337", "empty-seed1"):
+        (tmp_path / run / "eval-test").mkdir(parents=True)
+    for run in ("vnet_8-seed1337", "vnet_8-seed1338", "vnet_80", "sassnet_8-seed1337"):
+        (tmp_path / run / "eval-test" / "per_case.csv").write_text("case,dice\n")
+    found = recorded_files(str(tmp_path), "eval-test", "per_case.csv")
+    assert [(row, run) for row, run, _ in found] == [
+        ("sassnet_8", "sassnet_8-seed1337"), ("vnet_8", "vnet_8-seed1337"), ("vnet_8", "vnet_8-seed1338"),
+        ("vnet_80", "vnet_80")]
+    assert all(path == str(tmp_path / run / "eval-test" / "per_case.csv") for _, run, path in found)
+    # vnet_80 shares vnet_8's prefix but is another row
+    assert [run for _, run, _ in recorded_files(str(tmp_path), "eval-test", "per_case.csv", rows={"vnet_8"})] == [
+        "vnet_8-seed1337", "vnet_8-seed1338"]
+    assert recorded_files(str(tmp_path / "missing"), "scalars.csv") == []

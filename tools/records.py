@@ -1,0 +1,28 @@
+"""Where the recorded LA runs lie: `<records>/<row>[-seed<S>]/...`, as `la_results` writes them under docs/results.
+
+One reader for the analysis tools (case_errors, case_intensity, training_balance), so the naming rule lives here
+once.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def row_of(run: str) -> str:
+    """The row key of a run or record folder name ("sassnet_8-seed1338" -> "sassnet_8")."""
+    return SEED_SUFFIX.sub("", run)
+
+
+def recorded_files(records: str, *relpath: str, rows=None) -> list:
+    """[(row, run, path)] of every `<records>/<run>/<relpath>` that exists, by run name; with `rows`, only theirs."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(records), "*", *map(glob.escape, relpath)))):
+        run = os.path.relpath(path, records).split(os.sep)[0]
+        if rows is None or row_of(run) in rows:
+            found.append((row_of(run), run, path))
+    return found
