@@ -136,8 +136,8 @@ PROTOCOLS = {
                      "the paper's protocol: full resolution, 112x112x80 patches, stride 18/18/4, 6000 iterations, "
                      "learning-rate steps at 2500 and 5000; evaluated on the 20 volumes of `test.list` (and on the 10 "
                      "development cases); one seed (a SASSNet row is ~7 h on the 2-core EPYC Zen 5 in bf16, 4.0-4.2 "
-                     "s per iteration), a checkpoint every 50 iterations (a few minutes) so that a run survives stops "
-                     "and moves between machines",
+                     "s per iteration, ~12 h on a Zen 4, 7.0 s), a checkpoint every 50 iterations (a few minutes) so "
+                     "that a run survives stops and moves between machines",
                      evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337,),
                      full_resolution=True, half_resolution_twin="official"),
     "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
@@ -650,8 +650,8 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
     lines = [
         "# LA results",
         "",
-        "First the paper's protocol at full resolution on the official split (`--protocol full`, one seed: ~7 h a",
-        "SASSNet row on 2 cores); then the half-resolution rows with three seeds on the same split (`--protocol",
+        "First the paper's protocol at full resolution on the official split (`--protocol full`, one seed: 7-12 h",
+        "a SASSNet row on 2 cores); then the half-resolution rows with three seeds on the same split (`--protocol",
         "official`); both are scored on the 20 volumes of `test.list`, the paper's test set. Then the development",
         "tables of sessions 1-9, one seed each, scored on 10 cases of `train.list` (`" + EVAL_LIST + "`). No",
         "checkpoint, setting or recipe was chosen by `test.list` scores: every row uses its last weights and the",
@@ -679,7 +679,8 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "2-core Xeon with AMX of sessions 7-9 (per iteration: SASSNet 4.9 s vs 1.5-2.2 s, V-Net + SDM 1.4 s vs",
         "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md), and on the",
         "2-core EPYC Zen 5 with AVX512-BF16 and no AMX of sessions 10-17 (the official-split runs up to",
-        "session 17), and on a 2-core Xeon with AMX in session 18. Runs from session 18 on record each",
+        "session 17), and on a 2-core Xeon with AMX in session 18 and a 2-core EPYC Zen 4 (AVX512-BF16, no",
+        "AMX) in session 19. Runs from session 18 on record each",
         "session's CPU, code version and thread count in their run.json; the cell names their CPUs' bf16",
         "hardware (AMX, AVX512-BF16).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
