@@ -37,6 +37,9 @@ from dataclasses import dataclass, replace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # sassnet_tf from this checkout; imported lazily (TensorFlow is slow to load)
+
+from tools.records import run_name as key_run_name  # noqa: E402  (the records' naming rule)
+
 EVAL_LIST = "configs/lists/la_eval10.list"
 DEFAULT_ROOT = "../shared/data/LA"
 RECORDS = "docs/results"
@@ -189,8 +192,8 @@ DEFAULT_PROTOCOL = "half"
 
 
 def run_name(row: Row, seed) -> str:
-    """Folder name of a row's run and record: the row's key, with "-seed<S>" for protocols with seeds."""
-    return row.key if seed is None else f"{row.key}-seed{seed}"
+    """Folder name of a row's run and record (`tools/records.py`'s rule, for the row's key)."""
+    return key_run_name(row.key, seed)
 
 
 def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", sets=(),

@@ -1,7 +1,7 @@
 """Where the recorded LA runs lie: `<records>/<row>[-seed<S>]/...`, as `la_results` writes them under docs/results.
 
-One reader for the analysis tools (case_errors, case_intensity, training_balance), so the naming rule lives here
-once.
+The naming rule lives here once: `la_results` names its runs and records with `run_name`, and the analysis tools
+(case_errors, case_intensity, training_balance) read them back with `recorded_files`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,11 @@ import os
 import re
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def run_name(row: str, seed) -> str:
+    """Folder name of a row's run and record: the row's key, with "-seed<S>" for protocols with seeds."""
+    return row if seed is None else f"{row}-seed{seed}"
 
 
 def row_of(run: str) -> str:
@@ -23,6 +28,7 @@ def recorded_files(records: str, *relpath: str, rows=None) -> list:
     found = []
     for path in sorted(glob.glob(os.path.join(glob.escape(records), "*", *map(glob.escape, relpath)))):
         run = os.path.relpath(path, records).split(os.sep)[0]
-        if rows is None or row_of(run) in rows:
-            found.append((row_of(run), run, path))
+        row = row_of(run)
+        if rows is None or row in rows:
+            found.append((row, run, path))
     return found

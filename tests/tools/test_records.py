@@ -1,12 +1,19 @@
 """tools/records.py: the recorded runs' layout, `<records>/<row>[-seed<S>]/...`."""
 
-from tools.records import recorded_files, row_of
+from tools.records import recorded_files, row_of, run_name
 
 
 def test_row_of_strips_the_seed_only():
     assert row_of("sassnet_8-seed1338") == "sassnet_8"
     assert row_of("vnet_80") == "vnet_80"
     assert row_of("vnet_sdm_8-seed1") == "vnet_sdm_8"
+
+
+def test_run_name_is_what_row_of_reads_back():
+    assert run_name("sassnet_8", 1338) == "sassnet_8-seed1338"
+    assert run_name("vnet_80", None) == "vnet_80"
+    for row, seed in (("sassnet_8", 1338), ("vnet_80", None), ("vnet_sdm_8", 1)):
+        assert row_of(run_name(row, seed)) == row
 
 
 def test_recorded_files_finds_each_runs_file_by_row(tmp_path):
