@@ -6,6 +6,7 @@
     python tools/la_results.py run vnet_16 --protocol official  # half resolution on test.list, three seeds
     python tools/la_results.py run sassnet_16 --protocol full   # the paper's full-resolution protocol on test.list
     python tools/la_results.py status                           # iteration and state of every row
+    python tools/la_results.py status --protocol full           # ... of one protocol's rows (name rows to narrow it)
     python tools/la_results.py table                            # rewrite docs/RESULTS.md and its curves
 
 Four protocols share the rows (methods x labels): `half` ("LA half resolution", the paper's 6000 iterations) and
@@ -855,12 +856,13 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: li
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "status", "table"])
-    parser.add_argument("rows", nargs="*", help=f"rows for `run`: {', '.join(ROW_BY_KEY)} (vnet_80: --protocol full "
-                                                "only), or all")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=DEFAULT_PROTOCOL,
+    parser.add_argument("rows", nargs="*", help=f"rows for `run` (and to show for `status`): "
+                                                f"{', '.join(ROW_BY_KEY)} (vnet_80: --protocol full only), or all")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS),
                         help="`run`: half (the paper's schedule, default), short (1/5 schedule), official (half's "
-                             "schedule, scored on test.list, three seeds) or full (the paper's full-resolution "
-                             "protocol on test.list)")
+                             "schedule, scored on test.list, three seeds), full (the paper's full-resolution "
+                             "protocol on test.list) or an ablation of official; `status`: only this protocol "
+                             "(default every one)")
     parser.add_argument("--runs", help="`run`: folder of the run folders (default runs/la_<protocol>)")
     parser.add_argument("--data-root", default=DEFAULT_ROOT, help=f"LA dataset root (default {DEFAULT_ROOT})")
     parser.add_argument("--output", default="docs/RESULTS.md", help="`table`: the Markdown file written")
@@ -871,8 +873,8 @@ def main(argv=None) -> int:
                         help="`run`: rows trained at once, each on cores // jobs threads (default 1)")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="`run`: the seeds to run (default: every seed of the protocol; only protocols with seeds)")
-    args = parser.parse_args(argv)
-    protocol = PROTOCOLS[args.protocol]
+    args = parser.parse_intermixed_args(argv)  # rows may come after the options too
+    protocol = PROTOCOLS[args.protocol or DEFAULT_PROTOCOL]
     keys = [row.key for row in protocol.rows]
     if args.rows == ["all"]:
         args.rows = keys
@@ -892,9 +894,11 @@ def main(argv=None) -> int:
                          f"protocols with seeds: {', '.join(p.key for p in PROTOCOLS.values() if p.seeds != (None,))}")
         return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
                         args.set, args.jobs, seeds=args.seeds)
-    if args.command == "status":
-        for p in PROTOCOLS.values():
+    if args.command == "status":  # rows, when named, are checked against --protocol's rows above
+        for p in [protocol] if args.protocol else PROTOCOLS.values():
             for row in p.rows:
+                if args.rows and row.key not in args.rows:
+                    continue
                 for seed in p.seeds:
                     iterations = row_config(row, p, seed).train.iterations
                     name = run_name(row, seed)

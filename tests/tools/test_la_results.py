@@ -405,3 +405,14 @@ def test_the_precision_cell_names_the_bf16_hardware_of_every_cpu_a_run_trained_o
     assert la_results._precision_cell(run) == "mixed_bfloat16 (AVX512-BF16, AMX)"
     assert la_results._precision_cell({"precision": "float32"}) == "float32"  # a run from before the sessions
     assert la_results._precision_cell(None) == "–"
+
+
+def test_status_shows_only_the_protocol_and_rows_asked_for(capsys):
+    assert la_results.main(["status", "--protocol", "full", "sassnet_8", "vnet_80"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["full", "sassnet_8-seed1337"], ["full", "vnet_80-seed1337"]]
+    assert la_results.main(["status"]) == 0  # no filter: every protocol's every run
+    shown = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert shown == set(la_results.PROTOCOLS)
+    with pytest.raises(SystemExit):  # a row the protocol does not train is refused, as for `run`
+        la_results.main(["status", "--protocol", "official_w010", "vnet_8"])
