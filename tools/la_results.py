@@ -809,23 +809,24 @@ def record_case_errors(run: str, record: str, protocol: Protocol, data_root: str
 
 
 def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: list, jobs: int = 1,
-             seeds=None) -> int:
+             seeds=None, threads: int | None = None) -> int:
     """Run rows in order, each with every seed (`seeds`, default the protocol's; all rows of a seed before the next
     seed, so a table of one seed fills first), `jobs` at a time; returns the first non-zero exit code, else 0.
 
     With jobs > 1 each run's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
-    work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<run>.log.
+    work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<run>.log. `threads`, when
+    given, sets that count instead (e.g. 1 for each of two `run` commands of different protocols side by side).
     """
     todo = [(row, seed) for seed in (seeds or protocol.seeds) for row in rows]
     if jobs == 1:
         for row, seed in todo:
-            code = run_row(row, protocol, runs, data_root, sets, seed=seed)
+            code = run_row(row, protocol, runs, data_root, sets, threads=threads, seed=seed)
             if code:
                 return code
         return 0
     import threading
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     pending, codes, lock = todo, [], threading.Lock()
     os.makedirs(os.path.join(REPO, runs), exist_ok=True)
 
@@ -871,6 +872,9 @@ def main(argv=None) -> int:
                              "which is never recorded)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="`run`: rows trained at once, each on cores // jobs threads (default 1)")
+    parser.add_argument("--threads", type=int,
+                        help="`run`: TensorFlow threads of each run (default: all cores, or cores // jobs with "
+                             "--jobs); 1 lets two `run` commands share 2 cores")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="`run`: the seeds to run (default: every seed of the protocol; only protocols with seeds)")
     args = parser.parse_intermixed_args(argv)  # rows may come after the options too
@@ -889,11 +893,13 @@ def main(argv=None) -> int:
             parser.error(f"--data-root {args.data_root}: not a folder (the LA release with train.list)")
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
+        if args.threads is not None and args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
         if args.seeds and protocol.seeds == (None,):
             parser.error(f"--seeds: protocol {protocol.key} has no seeds (its rows train with the config's seed); "
                          f"protocols with seeds: {', '.join(p.key for p in PROTOCOLS.values() if p.seeds != (None,))}")
         return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
-                        args.set, args.jobs, seeds=args.seeds)
+                        args.set, args.jobs, seeds=args.seeds, threads=args.threads)
     if args.command == "status":  # rows, when named, are checked against --protocol's rows above
         for p in [protocol] if args.protocol else PROTOCOLS.values():
             for row in p.rows:

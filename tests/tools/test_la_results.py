@@ -416,3 +416,17 @@ def test_status_shows_only_the_protocol_and_rows_asked_for(capsys):
     assert shown == set(la_results.PROTOCOLS)
     with pytest.raises(SystemExit):  # a row the protocol does not train is refused, as for `run`
         la_results.main(["status", "--protocol", "official_w010", "vnet_8"])
+
+
+def test_run_rows_passes_the_thread_count_asked_for_to_every_step(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(la_results.subprocess, "call", lambda argv, cwd, stdout=None, stderr=None: calls.append(argv))
+    row = la_results.ROW_BY_KEY["vnet_16"]
+    assert la_results.run_rows([row], la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [],
+                               threads=1) == 0
+    assert len(calls) == 3 and all(argv[-2:] == ["--threads", "1"] for argv in calls)
+    calls.clear()
+    la_results.run_rows([row], la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [])
+    assert calls and all("--threads" not in argv for argv in calls)  # by default TensorFlow takes every core
+    with pytest.raises(SystemExit):
+        la_results.main(["run", "vnet_16", "--threads", "0", "--data-root", "."])
