@@ -717,7 +717,7 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
             lines += [f"- {row.method}, {row.labeled} labeled: `python tools/la_results.py run {row.key}{option}`", "",
                       "  ```", *[f"  {c}" for c in row_commands(row, protocol, data_root, seed)], "  ```", ""]
     lines += ["`python tools/la_results.py run all` runs every row in turn; `run all --jobs 2` two rows at a time, "
-              "each with `--threads 1` (the same results up to float rounding order, ~15 % more work per hour "
+              "each with `--threads 1` (the same results up to float rounding order, 12-26 % more work per hour "
               "on 2 cores).",
               "", *per_case_section(finished, cases), "## Evaluation cases", "", ", ".join(f"`{c}`" for c in cases), ""]
     findings = os.path.join(REPO, FINDINGS)
@@ -813,7 +813,7 @@ def run_rows(rows: list, protocol: Protocol, runs: str, data_root: str, sets: li
     """Run rows in order, each with every seed (`seeds`, default the protocol's; all rows of a seed before the next
     seed, so a table of one seed fills first), `jobs` at a time; returns the first non-zero exit code, else 0.
 
-    With jobs > 1 each run's TensorFlow gets cores // jobs threads (two one-thread runs side by side do ~15 % more
+    With jobs > 1 each run's TensorFlow gets cores // jobs threads (two one-thread runs side by side do 12-26 % more
     work on 2 cores than one two-thread run after the other) and its output goes to RUNS/<run>.log. `threads`, when
     given, sets that count instead (e.g. 1 for each of two `run` commands of different protocols side by side).
     """
