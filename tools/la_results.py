@@ -879,13 +879,15 @@ def main(argv=None) -> int:
                         help="`run`: the seeds to run (default: every seed of the protocol; only protocols with seeds)")
     args = parser.parse_intermixed_args(argv)  # rows may come after the options too
     protocol = PROTOCOLS[args.protocol or DEFAULT_PROTOCOL]
-    keys = [row.key for row in protocol.rows]
+    # the protocols a command acts on: `status` without --protocol shows them all, every other command one
+    chosen = list(PROTOCOLS.values()) if args.command == "status" and not args.protocol else [protocol]
+    keys = list(dict.fromkeys(row.key for p in chosen for row in p.rows))
     if args.rows == ["all"]:
         args.rows = keys
     unknown = [r for r in args.rows if r not in keys]
     if unknown:
-        parser.error(f"unknown row(s) {', '.join(unknown)} for --protocol {protocol.key}; "
-                     f"its rows are {', '.join(keys)}")
+        where = f"--protocol {protocol.key}; its rows are" if len(chosen) == 1 else "any protocol; the rows are"
+        parser.error(f"unknown row(s) {', '.join(unknown)} for {where} {', '.join(keys)}")
     if args.command == "run":
         if not args.rows:
             parser.error("run: name the rows to run")
@@ -900,8 +902,8 @@ def main(argv=None) -> int:
                          f"protocols with seeds: {', '.join(p.key for p in PROTOCOLS.values() if p.seeds != (None,))}")
         return run_rows([ROW_BY_KEY[key] for key in args.rows], protocol, args.runs or protocol.runs, args.data_root,
                         args.set, args.jobs, seeds=args.seeds, threads=args.threads)
-    if args.command == "status":  # rows, when named, are checked against --protocol's rows above
-        for p in [protocol] if args.protocol else PROTOCOLS.values():
+    if args.command == "status":
+        for p in chosen:
             for row in p.rows:
                 if args.rows and row.key not in args.rows:
                     continue

@@ -414,6 +414,8 @@ def test_status_shows_only_the_protocol_and_rows_asked_for(capsys):
     assert la_results.main(["status"]) == 0  # no filter: every protocol's every run
     shown = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert shown == set(la_results.PROTOCOLS)
+    assert la_results.main(["status", "vnet_80"]) == 0  # without --protocol a row of any protocol may be named
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [["full", "vnet_80-seed1337"]]
     with pytest.raises(SystemExit):  # a row the protocol does not train is refused, as for `run`
         la_results.main(["status", "--protocol", "official_w010", "vnet_8"])
 
