@@ -684,7 +684,7 @@ def results_markdown(records: str, runs: str, data_root: str = DEFAULT_ROOT, cur
         "0.47-0.65 s; that VM's speed varied by up to 2x from hour to hour, docs/PERFORMANCE.md), and on the",
         "2-core EPYC Zen 5 with AVX512-BF16 and no AMX of sessions 10-17 (the official-split runs up to",
         "session 17), and on a 2-core Xeon with AMX in session 18 and a 2-core EPYC Zen 4 (AVX512-BF16, no",
-        "AMX) in session 19. Runs from session 18 on record each",
+        "AMX) in sessions 19-21. Runs from session 18 on record each",
         "session's CPU, code version and thread count in their run.json; the cell names their CPUs' bf16",
         "hardware (AMX, AVX512-BF16).",
         "Training times are wall time summed over the sessions a run spanned; a row run beside another",
