@@ -560,7 +560,10 @@ def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
                 continue
             this, that = (p["paper_table"]["Dice (%)"] for p in pair)
             differences.append(this - that)
-            table.append(f"| {row.method} ({row.labeled}) | {seed} | {this:.2f} | {that:.2f} | {this - that:+.2f} |")
+            better, outlier = _case_by_case(*(per_case_dice(os.path.join(folder, run_name(row, seed), eval_dir))
+                                              for folder in (records, base_records)))
+            table.append(f"| {row.method} ({row.labeled}) | {seed} | {this:.2f} | {that:.2f} | {this - that:+.2f} "
+                         f"| {better} | {outlier} |")
         if len(differences) >= 2:
             error = statistics.stdev(differences) / len(differences) ** 0.5
             summary.append(f"- {row.method} ({row.labeled}): mean difference {statistics.mean(differences):+.2f} "
@@ -571,8 +574,24 @@ def paired_section(protocol: Protocol, records: str, eval_dir: str) -> list:
         else:
             summary.append(f"- {row.method} ({row.labeled}): no finished pair yet.")
     if table:  # without a finished pair the summary alone says so
-        table = [f"| Run | seed | `{protocol.key}` | `{base.key}` | difference |", "|---" * 5 + "|"] + table + [""]
+        table = [f"| Run | seed | `{protocol.key}` | `{base.key}` | difference | cases better | difference "
+                 "without the case that moved most |", "|---" * 7 + "|"] + table + [""]
     return heading + table + summary + [""]
+
+
+def _case_by_case(this: dict, that: dict) -> tuple:
+    """Two cells of a pair's row from its per-case Dice: on how many shared cases this run is better, and the mean
+    difference without the one case whose Dice moved most (one scan can carry a 20-case mean; '–' without cases)."""
+    cases = sorted(set(this) & set(that))
+    if not cases:
+        return "–", "–"
+    moves = {case: this[case] - that[case] for case in cases}
+    better = f"{sum(move > 0 for move in moves.values())} of {len(cases)}"
+    if len(cases) < 2:
+        return better, "–"
+    most = max(cases, key=lambda case: abs(moves[case]))
+    rest = [moves[case] for case in cases if case != most]
+    return better, f"{statistics.mean(rest):+.2f} (`{most}` {moves[most]:+.1f})"
 
 
 def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import statistics
 import sys
 
 import pytest
@@ -311,12 +312,26 @@ def test_an_ablation_shows_each_run_beside_official_s_run_of_the_same_row_and_se
         _write(records / "la_official_float32" / f"sassnet_8-seed{seed}" / "eval-test" / "summary.json", _summary(dice))
     _write(records / "la_official_float32" / "vnet_8-seed1337" / "eval-test" / "summary.json", _summary(75.0))
     text = "\n".join(la_results.paired_section(ablation, str(records / "la_official_float32"), "eval-test"))
-    assert ("| SASSNet (8) | 1337 | 79.00 | 76.00 | +3.00 |" in text
-            and "| SASSNet (8) | 1338 | 79.00 | 77.00 | +2.00 |" in text)
+    assert ("| SASSNet (8) | 1337 | 79.00 | 76.00 | +3.00 | – | – |" in text  # no per-case files: no case cells
+            and "| SASSNet (8) | 1338 | 79.00 | 77.00 | +2.00 | – | – |" in text)
     assert "1339" not in text
     # differences +3 and +2: mean +2.50, standard error stdev(3, 2) / sqrt(2) = 0.50
     assert "SASSNet (8): mean difference +2.50 points over 2 pairs (standard error 0.50)." in text
     assert "V-Net (8): no finished pair yet." in text  # official's V-Net (8) record is absent here
+
+
+def test_a_pair_says_on_how_many_cases_it_is_better_and_what_remains_without_the_case_that_moved_most(tmp_path):
+    ablation = la_results.PROTOCOLS["official_intensity"]
+    records = tmp_path / "records"
+    cases = {"dark": (80.0, 1.0), "a": (85.0, 86.0), "b": (84.0, 85.0), "c": (90.0, 88.0)}
+    for folder, side in (("la_official_intensity", 0), ("la_official", 1)):
+        evaluation = records / folder / "vnet_16-seed1337" / "eval-test"
+        _write(evaluation / "summary.json", _summary(statistics.mean(dice[side] for dice in cases.values())))
+        (evaluation / "per_case.csv").write_text(
+            "case,dice\n" + "".join(f"{case},{dice[side] / 100}\n" for case, dice in cases.items()))
+    text = "\n".join(la_results.paired_section(ablation, str(records / "la_official_intensity"), "eval-test"))
+    # better on dark and c; without the dark scan (+79) the other three move -1, -1, +2: mean +0.00
+    assert "| V-Net (16) | 1337 | 84.75 | 65.00 | +19.75 | 2 of 4 | +0.00 (`dark` +79.0) |" in text
 
 
 def test_the_full_table_sets_each_row_beside_the_paper_and_its_half_resolution_seeds(tmp_path):
