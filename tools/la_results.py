@@ -610,8 +610,27 @@ def _comparisons(rows: tuple, finished: dict, eval_dir: str) -> list:
         verdict = ("fewer than two seeds on a side: no spread to compare with" if error is None else
                    f"standard error {error:.2f} from the seeds; "
                    + ("exceeds" if significant else "does not exceed") + " two standard errors")
-        lines.append(f"- SASSNet vs V-Net, {labeled} labeled: mean Dice {difference:+.2f} points ({verdict}).")
+        lines.append(f"- SASSNet vs V-Net, {labeled} labeled: mean Dice {difference:+.2f} points ({verdict})."
+                     + _seed_paired_cases(*(finished[row.key] for row in pair), eval_dir))
     return lines + [""] if lines else []
+
+
+def _seed_paired_cases(this: list, that: list, eval_dir: str) -> str:
+    """A sentence on two rows' finished runs of the same seeds, case by case (each case's Dice averaged over those
+    seeds): on how many cases the first is better and its lead without the case that moved most ('' without
+    per-case records)."""
+    seeds = sorted({seed for seed, _, _ in this} & {seed for seed, _, _ in that})
+    means = []
+    for runs in (this, that):
+        cases = [per_case_dice(os.path.join(record, eval_dir)) for seed, record, _ in runs if seed in seeds]
+        shared = set.intersection(*(set(c) for c in cases)) if cases else set()
+        means.append({case: statistics.mean(c[case] for c in cases) for case in shared})
+    better, outlier = _case_by_case(*means)
+    if better == "–":
+        return ""
+    paired = (f"seed {seeds[0]}" if len(seeds) == 1 else
+              f"{len(seeds)} seeds, each case's Dice averaged over them")
+    return f" Paired by seed ({paired}): better on {better} cases; without the case that moved most {outlier}."
 
 
 PAPER_GAP = 1.5  # Dice points: a full-resolution row further than this from the paper's is discussed (issue 20)

@@ -176,6 +176,9 @@ def test_official_table_gives_seed_means_and_compares_against_the_spread(tmp_pat
     assert "| SASSNet | 16 | 64 | 3 | 89.00 ± 1.00 | 79.00 ± 1.00 |" in test_table
     # +7.00 points; standard error sqrt(8 / 2 + 1 / 3) = 2.08: exceeds two of them
     assert "SASSNet vs V-Net, 16 labeled: mean Dice +7.00 points (standard error 2.08 from the seeds; exceeds" in text
+    # case by case over the seeds both rows finished (1337, 1338): SASSNet's 88.5 against V-Net's 82.0 on A and B
+    assert ("exceeds two standard errors). Paired by seed (2 seeds, each case's Dice averaged over them): better on "
+            "2 of 2 cases; without the case that moved most +6.50 (`A` +6.5).") in text
     assert "SASSNet vs V-Net, 8 labeled: not both finished yet." in text
     nms_table = text.split("### `test`, largest connected component kept")[1].split("###")[0]
     assert "| V-Net | 16 | 0 | 2 | 83.00 ± 2.83 |" in nms_table
@@ -447,3 +450,18 @@ def test_run_rows_passes_the_thread_count_asked_for_to_every_step(tmp_path, monk
     assert calls and all("--threads" not in argv for argv in calls)  # by default TensorFlow takes every core
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--threads", "0", "--data-root", "."])
+
+
+def test_rows_compared_case_by_case_use_only_the_seeds_both_finished(tmp_path):
+    runs = []
+    for name, seeds in (("sassnet", {1337: (90.0, 60.0), 1338: (50.0, 50.0)}), ("vnet", {1337: (80.0, 40.0)})):
+        finished = []
+        for seed, (a, b) in seeds.items():
+            evaluation = tmp_path / f"{name}-{seed}" / "eval-test"
+            evaluation.mkdir(parents=True)
+            (evaluation / "per_case.csv").write_text(f"case,dice\nA,{a / 100}\nB,{b / 100}\n")
+            finished.append((seed, str(evaluation.parent), {}))
+        runs.append(finished)
+    assert la_results._seed_paired_cases(*runs, "eval-test") == (
+        " Paired by seed (seed 1337): better on 2 of 2 cases; without the case that moved most +10.00 (`B` +20.0).")
+    assert la_results._seed_paired_cases(runs[0], [], "eval-test") == ""  # nothing in common: no sentence
