@@ -625,9 +625,9 @@ def _seed_paired_cases(this: list, that: list, eval_dir: str) -> str:
         cases = [per_case_dice(os.path.join(record, eval_dir)) for seed, record, _ in runs if seed in seeds]
         shared = set.intersection(*(set(c) for c in cases)) if cases else set()
         means.append({case: statistics.mean(c[case] for c in cases) for case in shared})
-    better, outlier = _case_by_case(*means)
-    if better == "–":
+    if not set(means[0]) & set(means[1]):
         return ""
+    better, outlier = _case_by_case(*means)
     paired = (f"seed {seeds[0]}" if len(seeds) == 1 else
               f"{len(seeds)} seeds, each case's Dice averaged over them")
     return f" Paired by seed ({paired}): better on {better} cases; without the case that moved most {outlier}."
