@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from sassnet_tf.inference.sliding_window import keras_predict_fn, sliding_window_inference, window_starts  # noqa: E402
 from sassnet_tf.models import build_vnet  # noqa: E402
-from sassnet_tf.training.precision import cpu_has_fast_bf16  # noqa: E402
+from sassnet_tf.training.precision import cpu_has_fast_bf16, cpu_has_native_bf16  # noqa: E402
 
 from report import emit_report, timings  # noqa: E402
 
@@ -99,11 +99,11 @@ def main(argv=None) -> int:
     if args.batch < 1:
         parser.error("--batch must be >= 1")
     settings = QUICK if args.quick else FULL
-    fast_bf16 = cpu_has_fast_bf16()
+    native_bf16, fast_bf16 = cpu_has_native_bf16(), cpu_has_fast_bf16()
     results = []
     load_before = os.getloadavg()
     for precision in args.precisions:
-        emulated = precision == "mixed_bfloat16" and not fast_bf16 and not args.force
+        emulated = precision == "mixed_bfloat16" and not native_bf16 and not args.force
         if emulated:
             _progress("no native bf16 (AVX512-BF16 / AMX) on this CPU: oneDNN emulates it, ~30x slower than "
                       "float32; timing single windows only (--force for whole volumes)")
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         "keras": keras.__version__,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
-        "native_bf16": fast_bf16,
+        "native_bf16": native_bf16,
+        "auto_picks_bf16": fast_bf16,
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "timing": f"windows: median of {settings['repeats'] + 1} calls after a warm-up call; volumes: median of "
                   f"{settings['volume_repeats']} runs after a warm-up on a smaller volume",

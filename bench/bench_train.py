@@ -118,6 +118,9 @@ def main():
                    help="this CPU's peak GFLOP/s for the precision measured; adds fraction_of_peak to the JSON")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args()
+    if any(n < 16 or n % 16 for n in args.patch):  # four stride-2 downsamplings: Keras alone names no axis
+        p.error(f"--patch {' '.join(map(str, args.patch))}: each axis must be a positive multiple of 16 (the V-Net "
+                "halves it four times), e.g. 112 112 80 or 64 64 48")
     if args.precision:
         print(json.dumps(run_one(args)))
         return

@@ -53,6 +53,13 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
     return fields.get("model name", "unknown"), set(fields.get("flags", "").split())
 
 
+def cpu_vendor(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The first CPU's ``vendor_id`` ("GenuineIntel", "AuthenticAMD", ...); "unknown" when unreadable.
+
+    The same bf16 flags run at different speeds on the two vendors' cores (`precision.auto_precision`)."""
+    return _first_cpu(cpuinfo_path).get("vendor_id", "unknown")
+
+
 DESCRIBED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 

@@ -68,14 +68,19 @@ def test_the_run_precision_is_kept_unless_overridden(bf16_run, tmp_path, capture
     import sassnet_tf.training.precision as precision
 
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert cli.main(["--run", bf16_run, "--output", str(tmp_path / "m")]) == 0
     assert "no native bf16" in caplog.text  # bf16 kernels for CPUs like this one: warned
+    caplog.clear()
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)  # an Intel CPU with AMX hidden
+    assert cli.main(["--run", bf16_run, "--output", str(tmp_path / "m")]) == 0
+    assert "slower than float32" in caplog.text
     caplog.clear()
     assert cli.main(["--run", bf16_run, "--output", str(tmp_path / "m"), "--precision", "float32"]) == 0
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     assert cli.main(["--run", bf16_run, "--output", str(tmp_path / "m")]) == 0
-    assert "no native bf16" not in caplog.text
-    assert [c["policy"] for c in capture_export] == ["mixed_bfloat16", "float32", "mixed_bfloat16"]
+    assert "Export with --precision float32" not in caplog.text
+    assert [c["policy"] for c in capture_export] == ["mixed_bfloat16", "mixed_bfloat16", "float32", "mixed_bfloat16"]
 
 
 @pytest.mark.parametrize(

@@ -16,18 +16,23 @@ def test_cpu_flags(tmp_path):
     assert precision.cpu_has_fast_bf16(str(with_bf16))
     assert not precision.cpu_has_fast_bf16(str(without))
     assert not precision.cpu_has_fast_bf16(str(tmp_path / "missing"))
+    intel = tmp_path / "c"  # AVX512-BF16 whose AMX is hidden: native bf16, but slower than float32
+    intel.write_text("processor : 0\nvendor_id : GenuineIntel\nflags : fpu avx512f avx512_bf16 avx512_fp16\n")
+    assert precision.cpu_has_native_bf16(str(intel)) and not precision.cpu_has_fast_bf16(str(intel))
+    assert precision.cpu_has_native_bf16(str(with_bf16)) and not precision.cpu_has_native_bf16(str(without))
 
 
-@pytest.mark.parametrize("flags, gpu, expected, reason", [
-    ("avx2 fma", False, "float32", "without native bf16"),
-    ("avx2 avx512f avx512bw", False, "float32", "without native bf16"),  # AVX-512 without BF16 (Skylake)
-    ("avx2 avx512f avx512_bf16 avx512_vnni", False, "mixed_bfloat16", "AVX512-BF16 and no AMX"),  # EPYC Zen 4/5
-    ("avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, "mixed_bfloat16", "AMX"),  # Xeon Sapphire Rapids
-    ("avx2 fma", True, "mixed_float16", "GPU"),
+@pytest.mark.parametrize("vendor, flags, gpu, expected, reason", [
+    ("AuthenticAMD", "avx2 fma", False, "float32", "without native bf16"),  # EPYC Zen 3
+    ("GenuineIntel", "avx2 avx512f avx512bw", False, "float32", "without native bf16"),  # AVX-512 without BF16
+    ("AuthenticAMD", "avx2 avx512f avx512_bf16 avx512_vnni", False, "mixed_bfloat16", "native bf16"),  # Zen 4/5
+    ("GenuineIntel", "avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, "mixed_bfloat16", "AMX"),  # Sapphire Rapids
+    ("GenuineIntel", "avx2 avx512f avx512_bf16 avx512_fp16", False, "float32", "Intel"),  # the same, AMX hidden
+    ("GenuineIntel", "avx2 fma", True, "mixed_float16", "GPU"),
 ])
-def test_auto_per_machine_kind(tmp_path, flags, gpu, expected, reason):
+def test_auto_per_machine_kind(tmp_path, vendor, flags, gpu, expected, reason):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor : 0\nmodel name : test CPU\nflags : fpu sse {flags}\n")
+    cpuinfo.write_text(f"processor : 0\nvendor_id : {vendor}\nmodel name : test CPU\nflags : fpu sse {flags}\n")
     picked, why = precision.auto_precision(has_gpu=gpu, cpuinfo_path=str(cpuinfo))
     assert picked == expected and reason in why
 

@@ -75,6 +75,13 @@ def test_cpu_info_reads_the_first_cpus_model_and_flags(tmp_path):
     assert runtime.cpu_info(str(tmp_path / "missing")) == ("unknown", set())
 
 
+def test_cpu_vendor_reads_the_first_cpus_vendor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n")
+    assert runtime.cpu_vendor(str(cpuinfo)) == "GenuineIntel"
+    assert runtime.cpu_vendor(str(tmp_path / "missing")) == "unknown"
+
+
 def test_cpu_description_names_the_model_its_family_and_its_bf16_hardware(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
