@@ -9,8 +9,9 @@ What `auto` picks, per machine kind, and why (measured on 2-core cloud VMs, docs
   on Zen 4. oneDNN's bf16 filter gradient there is wrong on short axes; the model avoids that kernel
   (`sassnet_tf.models.safe_conv3d`).
 - Intel CPU with AVX512-BF16, no AMX (a Xeon family 6 model 207 whose AMX the hypervisor hides) -> float32: its
-  512-bit float32 FMAs are as fast as its bf16 dot products, so bf16 only adds casts: 11.0 s vs 8.2 s per full SASSNet
-  iteration, 2.17 s vs 1.54 s at half resolution, 0.48 s vs 0.25 s per inference window (session 24).
+  512-bit float32 FMAs are as fast as its bf16 dot products, so bf16 only adds casts: bf16 11.0 s vs float32 8.2 s
+  per full SASSNet iteration, 2.17 s vs 1.54 s at half resolution, 0.48 s vs 0.25 s per inference window
+  (session 24).
 - CPU without native bf16 (AVX2 only, or AVX-512 without BF16) -> float32: oneDNN emulates bf16, ~9x slower than
   float32.
 """
@@ -48,7 +49,7 @@ def _cpu_precision(cpuinfo_path: str) -> tuple[str, str]:
         return "mixed_bfloat16", "CPU with AMX: oneDNN's bf16 AMX kernels"
     if kind == "avx512_bf16" and cpu_vendor(cpuinfo_path) == "GenuineIntel":
         return "float32", ("Intel CPU with AVX512-BF16 and no AMX: its float32 kernels are faster than its bf16 ones "
-                           "(11.0 s vs 8.2 s per full SASSNet iteration)")
+                           "(8.2 s float32 vs 11.0 s bf16 per full SASSNet iteration)")
     if kind == "avx512_bf16":
         return "mixed_bfloat16", ("CPU with AVX512-BF16 and no AMX: native bf16 dot products (oneDNN's faulty bf16 "
                                   "filter gradient on short axes is avoided by the model)")
