@@ -118,7 +118,9 @@ def main():
                    help="this CPU's peak GFLOP/s for the precision measured; adds fraction_of_peak to the JSON")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args()
-    if any(n < 16 or n % 16 for n in args.patch):  # four stride-2 downsamplings: Keras alone names no axis
+    # The V-Net's four stride-2 downsamplings (sassnet_tf's PATCH_MULTIPLE, not imported: importing the package sets
+    # TF_ENABLE_ONEDNN_OPTS here and would undo --onednn default in the children). Keras alone names no axis.
+    if any(n < 16 or n % 16 for n in args.patch):
         p.error(f"--patch {' '.join(map(str, args.patch))}: each axis must be a positive multiple of 16 (the V-Net "
                 "halves it four times), e.g. 112 112 80 or 64 64 48")
     if args.precision:
