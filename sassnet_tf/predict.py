@@ -1,6 +1,7 @@
 """`sassnet-predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m MODEL`: segment every scan in a folder (like nnUNetv2_predict).
 
-Every NIfTI (``.nii``, ``.nii.gz``) and LA ``.h5`` file directly in INPUT_FOLDER is segmented by MODEL (a training
+Every NIfTI (``.nii``, ``.nii.gz``) and LA ``.h5`` file directly in INPUT_FOLDER (or the one scan file given as
+``-i``) is segmented by MODEL (a training
 run folder or an exported SavedModel / model base path) and its mask written to OUTPUT_FOLDER as
 ``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their codes kept).
 NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are already
@@ -32,6 +33,22 @@ def list_inputs(folder: str) -> list:
     return sorted(os.path.join(folder, n) for n in os.listdir(folder)
                   if not n.startswith(".") and n.lower().endswith(INPUT_EXTENSIONS)
                   and os.path.isfile(os.path.join(folder, n)))
+
+
+def resolve_inputs(path: str) -> list:
+    """The scans that `-i PATH` names: those directly in a folder, or the one scan file itself.
+
+    ValueError naming PATH and what was expected when it is missing, not a scan file, or a folder without scans."""
+    if os.path.isdir(path):
+        inputs = list_inputs(path)
+        if not inputs:
+            raise ValueError(f"-i {path}: no .nii, .nii.gz or .h5 files in this folder")
+        return inputs
+    if not os.path.exists(path):
+        raise ValueError(f"-i {path}: not found (expected a folder of scans or one .nii, .nii.gz or .h5 file)")
+    if not path.lower().endswith(INPUT_EXTENSIONS):
+        raise ValueError(f"-i {path}: not a folder nor a .nii, .nii.gz or .h5 file")
+    return [path]
 
 
 def _progress(done: int, total: int, name: str, note: str) -> str:
@@ -74,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sassnet-predict", description=__doc__.split("\n\n")[0],
                                 epilog="Masks keep each input's affine and header. Exit codes: 0 all segmented, 2 a "
                                        "bad argument or at least one file failed (each named on its own line).")
-    p.add_argument("-i", "--input", required=True, help="folder of scans (.nii, .nii.gz, LA .h5)")
+    p.add_argument("-i", "--input", required=True, help="folder of scans (.nii, .nii.gz, LA .h5), or one such file")
     p.add_argument("-o", "--output", required=True, help="folder for the masks (created)")
     p.add_argument("-m", "--model", required=True, help="training run folder, SavedModel folder or model base path")
     p.add_argument("--weights", choices=("best", "last"), default="best", help="run folder weights (default best)")
@@ -95,12 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not os.path.isdir(args.input):
-        print(f"sassnet-predict: error: -i {args.input}: not a folder", file=sys.stderr)
-        return 2
-    inputs = list_inputs(args.input)
-    if not inputs:
-        print(f"sassnet-predict: error: -i {args.input}: no .nii, .nii.gz or .h5 files", file=sys.stderr)
+    try:
+        inputs = resolve_inputs(args.input)
+    except ValueError as exc:
+        print(f"sassnet-predict: error: {exc}", file=sys.stderr)
         return 2
     try:
         if args.threads is not None:

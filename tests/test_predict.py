@@ -63,7 +63,10 @@ def test_a_folder_with_a_bad_file(model, tmp_path, capsys):
 
 def test_bad_arguments_exit_2(model, tmp_path, capsys):
     assert main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "-m", model]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "missing: not found (expected a folder of scans or one .nii" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["-i", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "-m", model]) == 2
+    assert "notes.txt: not a folder nor a .nii, .nii.gz or .h5 file" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", model]) == 2
     assert "no .nii" in capsys.readouterr().err
@@ -80,3 +83,16 @@ def test_whole_scan_mode_from_the_command_line(model, tmp_path, capsys):
     assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", model, "--whole-scan"]) == 0
     assert "segmented inside" in capsys.readouterr().out
     assert nib.load(str(tmp_path / "out" / "wide.nii.gz")).shape == (64, 48, 32)
+
+
+def test_one_scan_file_as_input(model, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    scan = tmp_path / "Patient_B.NII.GZ"  # extensions in any case
+    raw = rng.normal(size=(40, 36, 20)).astype(np.float32)
+    nib.save(nib.Nifti1Image(raw, np.diag([0.7, 0.7, 1.2, 1.0])), str(scan))
+    (tmp_path / "other.nii.gz").write_bytes(b"not read: only the named file is segmented")
+    out = tmp_path / "out"
+    assert main(["-i", str(scan), "-o", str(out), "-m", model]) == 0
+    assert "1 of 1 scans segmented" in capsys.readouterr().out
+    assert os.listdir(out) == ["Patient_B.nii.gz"]
+    assert nib.load(str(out / "Patient_B.nii.gz")).shape == raw.shape
