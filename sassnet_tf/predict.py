@@ -6,7 +6,8 @@ run folder or an exported SavedModel / model base path) and its mask written to 
 ``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their codes kept).
 NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are already
 normalised. A file that cannot be read or segmented is reported on its own line and the others go on; the exit code
-is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``.
+is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``; a mask never replaces its own scan
+(OUTPUT_FOLDER = INPUT_FOLDER).
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for done, path in enumerate(inputs, 1):
         name = os.path.basename(path)
         target = os.path.join(args.output, f"{_stem(name)}.nii.gz")
+        if os.path.exists(target) and os.path.samefile(target, path):  # -o is the input folder: never replace a scan
+            failed += 1
+            print(_progress(done, len(inputs), name, "FAILED"), flush=True)
+            print(f"sassnet-predict: error: {path}: its mask would replace the scan itself; choose another -o folder",
+                  file=sys.stderr, flush=True)
+            continue
         if os.path.exists(target) and not args.overwrite:
             print(_progress(done, len(inputs), name, f"skipped, {target} exists (--overwrite replaces it)"), flush=True)
             continue

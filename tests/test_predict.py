@@ -96,3 +96,12 @@ def test_one_scan_file_as_input(model, tmp_path, capsys):
     assert "1 of 1 scans segmented" in capsys.readouterr().out
     assert os.listdir(out) == ["Patient_B.nii.gz"]
     assert nib.load(str(out / "Patient_B.nii.gz")).shape == raw.shape
+
+
+def test_a_mask_never_replaces_its_scan(model, tmp_path, capsys):
+    scan = tmp_path / "case.nii.gz"  # -o is the input folder: case.nii.gz would be both the scan and its mask
+    nib.save(nib.Nifti1Image(np.ones((40, 36, 20), np.float32), np.eye(4)), str(scan))
+    before = scan.read_bytes()
+    assert main(["-i", str(tmp_path), "-o", str(tmp_path), "-m", model, "--overwrite"]) == 2
+    assert "would replace the scan itself" in capsys.readouterr().err
+    assert scan.read_bytes() == before
