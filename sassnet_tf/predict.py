@@ -6,8 +6,9 @@ run folder or an exported SavedModel / model base path) and its mask written to 
 ``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their codes kept).
 NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are already
 normalised. A file that cannot be read or segmented is reported on its own line and the others go on; the exit code
-is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``; a mask never replaces its own scan
-(OUTPUT_FOLDER = INPUT_FOLDER).
+is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``; an output never replaces an input
+scan (OUTPUT_FOLDER = INPUT_FOLDER) nor another output of the same run (``a.h5`` and ``a.nii.gz`` both segment to
+``a.nii.gz``): that scan fails with the reason.
 """
 
 from __future__ import annotations
@@ -58,6 +59,38 @@ def _progress(done: int, total: int, name: str, note: str) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}: {note}"
 
 
+def output_paths(path: str, output: str, probabilities: bool) -> list:
+    """The files segmenting `path` writes: ``<name>.nii.gz``, then ``<name>_probability.nii.gz`` if asked."""
+    name = _stem(os.path.basename(path))
+    return [os.path.join(output, f"{name}.nii.gz")] + (
+        [os.path.join(output, f"{name}_probability.nii.gz")] if probabilities else [])
+
+
+def _file_id(path: str) -> Optional[tuple]:
+    try:
+        stat = os.stat(path)
+    except OSError:  # gone since it was listed: reading it reports that
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def output_clash(path: str, targets: list, scans: dict, claimed: dict) -> Optional[str]:
+    """Why segmenting `path` into `targets` must not happen, or None.
+
+    `scans` maps the file identity of every input scan to its path (an output must never replace a scan, even with
+    --overwrite); `claimed` maps outputs already written in this run to the scan they segment (``a.h5`` and
+    ``a.nii.gz`` would both write ``a.nii.gz``)."""
+    for target in targets:
+        if _file_id(target) in scans:
+            scan = scans[_file_id(target)]
+            which = "itself" if _file_id(target) == _file_id(path) else scan
+            return (f"writing {target} would replace the scan {which}; "
+                    "choose another -o folder")
+        if target in claimed:
+            return f"{target} is already the output of {claimed[target]}; rename one of the two scans"
+    return None
+
+
 def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool,
                  whole_scan: bool = False) -> str:
     """Segment one scan and write its mask (and probability map); returns a short note for the progress line."""
@@ -78,12 +111,10 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
         label = largest_connected_component(label)
     seconds = time.perf_counter() - tick
 
-    name = _stem(os.path.basename(path))
-    write_nifti(os.path.join(output, f"{name}.nii.gz"), label.astype(np.uint8), case.affine,
-                header=output_header(header, np.uint8))
+    targets = output_paths(path, output, probabilities)
+    write_nifti(targets[0], label.astype(np.uint8), case.affine, header=output_header(header, np.uint8))
     if probabilities:
-        write_nifti(os.path.join(output, f"{name}_probability.nii.gz"), out["probability"], case.affine,
-                    header=output_header(header, np.float32))
+        write_nifti(targets[1], out["probability"], case.affine, header=output_header(header, np.float32))
     box = f", segmented inside {[list(b) for b in out['box']]}" if whole_scan else ""
     return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}"
 
@@ -132,26 +163,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"sassnet-predict: error: {exc}", file=sys.stderr)
         return 2
     failed = 0
+    scans = {_file_id(path): path for path in inputs if _file_id(path) is not None}
+    claimed: dict = {}
+
+    def report_failure(done: int, name: str, path: str, reason: str) -> None:
+        print(_progress(done, len(inputs), name, "FAILED"), flush=True)
+        print(f"sassnet-predict: error: {path}: {reason}", file=sys.stderr, flush=True)
+
     for done, path in enumerate(inputs, 1):
         name = os.path.basename(path)
-        target = os.path.join(args.output, f"{_stem(name)}.nii.gz")
-        if os.path.exists(target) and os.path.samefile(target, path):  # -o is the input folder: never replace a scan
+        targets = output_paths(path, args.output, args.probabilities)
+        clash = output_clash(path, targets, scans, claimed)
+        if clash:  # checked before --overwrite: that flag replaces old masks, never scans or this run's outputs
             failed += 1
-            print(_progress(done, len(inputs), name, "FAILED"), flush=True)
-            print(f"sassnet-predict: error: {path}: its mask would replace the scan itself; choose another -o folder",
-                  file=sys.stderr, flush=True)
+            report_failure(done, name, path, clash)
             continue
-        if os.path.exists(target) and not args.overwrite:
-            print(_progress(done, len(inputs), name, f"skipped, {target} exists (--overwrite replaces it)"), flush=True)
+        claimed.update((target, path) for target in targets)
+        if os.path.exists(targets[0]) and not args.overwrite:
+            print(_progress(done, len(inputs), name, f"skipped, {targets[0]} exists (--overwrite replaces it)"),
+                  flush=True)
             continue
         try:
             note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities,
                                 args.whole_scan)
         except Exception as exc:  # one bad file must not stop the others; nibabel/h5py raise many types
             failed += 1
-            reason = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-            print(_progress(done, len(inputs), name, "FAILED"), flush=True)
-            print(f"sassnet-predict: error: {path}: {reason}", file=sys.stderr, flush=True)
+            report_failure(done, name, path,
+                           str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}")
             continue
         print(_progress(done, len(inputs), name, note), flush=True)
     print(f"{len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"

@@ -105,3 +105,29 @@ def test_a_mask_never_replaces_its_scan(model, tmp_path, capsys):
     assert main(["-i", str(tmp_path), "-o", str(tmp_path), "-m", model, "--overwrite"]) == 2
     assert "would replace the scan itself" in capsys.readouterr().err
     assert scan.read_bytes() == before
+
+
+def test_outputs_never_replace_other_scans_or_each_other(model, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    scans = tmp_path / "in"
+    scans.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz", "b_probability.nii.gz"):
+        nib.save(nib.Nifti1Image(rng.normal(size=(40, 36, 20)).astype(np.float32), np.eye(4)), str(scans / name))
+    with h5py.File(scans / "a.h5", "w") as fh:  # segments to a.nii.gz, the name of another scan's mask
+        fh["image"] = rng.normal(size=(36, 36, 18)).astype(np.float32)
+    before = {p.name: p.read_bytes() for p in scans.iterdir()}
+
+    out = tmp_path / "out"  # a separate folder: a.h5 (first) wins a.nii.gz, b (first) wins b_probability.nii.gz
+    assert main(["-i", str(scans), "-o", str(out), "-m", model, "--probabilities"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'a.nii.gz'} is already the output of {scans / 'a.h5'}" in err
+    assert f"{out / 'b_probability.nii.gz'} is already the output of {scans / 'b.nii.gz'}" in err
+    assert sorted(os.listdir(out)) == ["a.nii.gz", "a_probability.nii.gz", "b.nii.gz", "b_probability.nii.gz"]
+    assert nib.load(str(out / "a.nii.gz")).shape == (36, 36, 18)  # a.h5's mask, not replaced by a.nii.gz's
+
+    # the input folder as -o, even with --overwrite: no scan is replaced; each failing scan says by what
+    assert main(["-i", str(scans), "-o", str(scans), "-m", model, "--probabilities", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"{scans / 'a.h5'}: writing {scans / 'a.nii.gz'} would replace the scan {scans / 'a.nii.gz'}" in err
+    assert f"{scans / 'b.nii.gz'}: writing {scans / 'b.nii.gz'} would replace the scan itself" in err
+    assert {p.name: p.read_bytes() for p in scans.iterdir()} == before
