@@ -146,19 +146,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         inputs = resolve_inputs(args.input)
+        if os.path.exists(args.output) and not os.path.isdir(args.output):
+            raise ValueError(f"-o {args.output}: a file, not a folder (expected a folder for the masks)")
     except ValueError as exc:
         print(f"sassnet-predict: error: {exc}", file=sys.stderr)
         return 2
     try:
         if args.threads is not None:
             set_cpu_threads(args.threads)
-        os.makedirs(args.output, exist_ok=True)
         from sassnet_tf.inference.predictor import Predictor
 
         predictor = Predictor.from_path(args.model, weights=args.weights)
         if args.stride:
             predictor = predictor.with_settings(stride=tuple(args.stride))
         predictor.segment_fn()  # load the network once, before the first scan
+        os.makedirs(args.output, exist_ok=True)  # only once the model loads: a typo in -m leaves no empty folder
     except (ValueError, OSError) as exc:  # ModelLoadError, InferenceSettingsError, RunDirError are ValueErrors
         print(f"sassnet-predict: error: {exc}", file=sys.stderr)
         return 2

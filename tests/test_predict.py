@@ -73,6 +73,12 @@ def test_bad_arguments_exit_2(model, tmp_path, capsys):
     (tmp_path / "empty" / "a.nii.gz").write_bytes(b"x")
     assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", str(tmp_path)]) == 2
     assert "neither a run folder" in capsys.readouterr().err
+    assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "-m", str(tmp_path / "typo")]) == 2
+    assert "typo: not found (expected a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a model that does not load leaves no empty output folder
+    assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "notes.txt"), "-m", model]) == 2
+    assert "notes.txt: a file, not a folder (expected a folder for the masks)" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "x"
 
 
 def test_whole_scan_mode_from_the_command_line(model, tmp_path, capsys):

@@ -150,7 +150,7 @@ class Predictor:
             weights, precision: for a run folder (see `from_run_dir`); a SavedModel's dtypes are fixed.
         """
         if not os.path.exists(path):
-            raise ModelLoadError(f"{path}: not found")
+            raise ModelLoadError(f"{path}: not found (expected a run folder or a SavedModel folder / model base path)")
         if find_saved_model(path) is not None:
             return cls.from_saved_model(path)
         if os.path.isfile(os.path.join(path, "config.yaml")):
