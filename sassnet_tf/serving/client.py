@@ -21,6 +21,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import ssl
 import sys
 import time
@@ -387,6 +388,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        ("--sdm-output", args.sdm_output)):
         if path is not None and not path.lower().endswith((".nii", ".nii.gz")):
             return _fail(f"{flag} {path}: expected a .nii or .nii.gz file name")
+    named = [(flag, path) for flag, path in (("--output", args.output), ("--probability-output",
+             args.probability_output), ("--sdm-output", args.sdm_output)) if path is not None]
+    for i, (flag, path) in enumerate(named):  # a result must never replace the scan or another result
+        if os.path.exists(path) and os.path.exists(args.input) and os.path.samefile(path, args.input):
+            return _fail(f"{flag} {path}: is the --input scan itself (expected a new file name)")
+        for other_flag, other in named[:i]:
+            if os.path.abspath(path) == os.path.abspath(other):
+                return _fail(f"{flag} {path}: the same file as {other_flag} (expected a file name of its own)")
     if args.retries < 0 or not args.timeout > 0:
         return _fail(f"--retries must be >= 0 and --timeout > 0 (got {args.retries}, {args.timeout})")
     from sassnet_tf.data.errors import DataError

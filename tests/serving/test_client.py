@@ -190,6 +190,13 @@ def test_clear_errors_exit_2_without_traceback(server, tmp_path, rng, capsys):
     assert main(["--server", server.grpc_target, "--input", str(scan), "--output", str(tmp_path / "m.png")]) == 2
     assert ".nii" in capsys.readouterr().err
 
+    before = scan.read_bytes()  # a result never replaces the scan or another result
+    assert main(["--server", server.grpc_target, "--input", str(scan), "--output", str(scan)]) == 2
+    assert f"--output {scan}: is the --input scan itself" in capsys.readouterr().err
+    assert main(["--server", server.grpc_target, "--input", str(scan), "--output", out, "--sdm-output", out]) == 2
+    assert f"--sdm-output {out}: the same file as --output" in capsys.readouterr().err
+    assert scan.read_bytes() == before and not (tmp_path / "mask.nii.gz").exists()
+
 
 def test_server_errors_reach_the_python_api(server, rng):
     with SegmentationClient(server.grpc_target, signature="segment_patches", timeout=30) as client:
