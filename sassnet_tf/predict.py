@@ -81,11 +81,10 @@ def output_clash(path: str, targets: list, scans: dict, claimed: dict) -> Option
     --overwrite); `claimed` maps outputs already written in this run to the scan they segment (``a.h5`` and
     ``a.nii.gz`` would both write ``a.nii.gz``)."""
     for target in targets:
-        if _file_id(target) in scans:
-            scan = scans[_file_id(target)]
-            which = "itself" if _file_id(target) == _file_id(path) else scan
-            return (f"writing {target} would replace the scan {which}; "
-                    "choose another -o folder")
+        target_id = _file_id(target)
+        if target_id in scans:
+            which = "itself" if target_id == _file_id(path) else scans[target_id]
+            return f"writing {target} would replace the scan {which}; choose another -o folder"
         if target in claimed:
             return f"{target} is already the output of {claimed[target]}; rename one of the two scans"
     return None
@@ -165,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"sassnet-predict: error: {exc}", file=sys.stderr)
         return 2
     failed = 0
-    scans = {_file_id(path): path for path in inputs if _file_id(path) is not None}
+    scans = {_file_id(path): path for path in inputs}
+    scans.pop(None, None)  # a scan gone since it was listed: reading it reports that
     claimed: dict = {}
 
     def report_failure(done: int, name: str, path: str, reason: str) -> None:
