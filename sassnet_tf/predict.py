@@ -1,14 +1,13 @@
 """`sassnet-predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m MODEL`: segment every scan in a folder (like nnUNetv2_predict).
 
 Every NIfTI (``.nii``, ``.nii.gz``) and LA ``.h5`` file directly in INPUT_FOLDER (or the one scan file given as
-``-i``) is segmented by MODEL (a training
-run folder or an exported SavedModel / model base path) and its mask written to OUTPUT_FOLDER as
-``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their codes kept).
-NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are already
-normalised. A file that cannot be read or segmented is reported on its own line and the others go on; the exit code
-is then 2. Existing outputs are kept (the scan is skipped) unless ``--overwrite``; an output never replaces an input
-scan (OUTPUT_FOLDER = INPUT_FOLDER) nor another output of the same run (``a.h5`` and ``a.nii.gz`` both segment to
-``a.nii.gz``): that scan fails with the reason.
+``-i``) is segmented by MODEL (a training run folder or an exported SavedModel / model base path) and its mask written
+to OUTPUT_FOLDER as ``<name>.nii.gz`` (uint8 0/1), with the input's affine and NIfTI header (sform, qform and their
+codes kept). NIfTI scans are z-scored first, as the model's training data were (``--normalize``); LA ``.h5`` files are
+already normalised. A file that cannot be read or segmented is reported on its own line and the others go on; the exit
+code is then 2. Existing outputs are kept unless ``--overwrite`` (a scan whose outputs all exist is skipped, one with
+some missing gets only those); an output never replaces an input scan (OUTPUT_FOLDER = INPUT_FOLDER) nor another
+output of the same run (``a.h5`` and ``a.nii.gz`` both segment to ``a.nii.gz``): that scan fails with the reason.
 """
 
 from __future__ import annotations
@@ -91,8 +90,10 @@ def output_clash(path: str, targets: list, scans: dict, claimed: dict) -> Option
 
 
 def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool,
-                 whole_scan: bool = False) -> str:
-    """Segment one scan and write its mask (and probability map); returns a short note for the progress line."""
+                 whole_scan: bool = False, keep_existing: bool = False) -> str:
+    """Segment one scan and write its mask (and probability map); returns a short note for the progress line.
+
+    With `keep_existing`, outputs already there are left as they are (only the missing ones are written)."""
     import numpy as np
 
     from sassnet_tf.data.io import nifti_header, output_header, read_case, write_nifti
@@ -110,12 +111,16 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
         label = largest_connected_component(label)
     seconds = time.perf_counter() - tick
 
-    targets = output_paths(path, output, probabilities)
-    write_nifti(targets[0], label.astype(np.uint8), case.affine, header=output_header(header, np.uint8))
-    if probabilities:
-        write_nifti(targets[1], out["probability"], case.affine, header=output_header(header, np.float32))
+    arrays = [label.astype(np.uint8)] + ([out["probability"].astype(np.float32)] if probabilities else [])
+    kept = []
+    for target, array in zip(output_paths(path, output, probabilities), arrays):
+        if keep_existing and os.path.exists(target):
+            kept.append(os.path.basename(target))
+            continue
+        write_nifti(target, array, case.affine, header=output_header(header, array.dtype))
     box = f", segmented inside {[list(b) for b in out['box']]}" if whole_scan else ""
-    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}"
+    kept_note = f"; kept the existing {', '.join(kept)} (--overwrite replaces it)" if kept else ""
+    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}{kept_note}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,13 +186,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report_failure(done, name, path, clash)
             continue
         claimed.update((target, path) for target in targets)
-        if os.path.exists(targets[0]) and not args.overwrite:
-            print(_progress(done, len(inputs), name, f"skipped, {targets[0]} exists (--overwrite replaces it)"),
-                  flush=True)
+        if all(os.path.exists(target) for target in targets) and not args.overwrite:
+            there = f"{targets[0]} exists (--overwrite replaces it)" if len(targets) == 1 else \
+                f"{' and '.join(targets)} exist (--overwrite replaces them)"
+            print(_progress(done, len(inputs), name, f"skipped, {there}"), flush=True)
             continue
-        try:
+        try:  # without --overwrite, only what is missing is written (the probability map asked for later, say)
             note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities,
-                                args.whole_scan)
+                                args.whole_scan, keep_existing=not args.overwrite)
         except Exception as exc:  # one bad file must not stop the others; nibabel/h5py raise many types
             failed += 1
             report_failure(done, name, path,

@@ -60,6 +60,15 @@ def test_a_folder_with_a_bad_file(model, tmp_path, capsys):
     assert (out / "patient_a.nii.gz").stat().st_mtime_ns == before and (out / "la_case.nii.gz").is_file()
     assert "skipped" in capsys.readouterr().out
 
+    # a probability map asked for later is added; the mask already there is kept
+    (out / "patient_a_probability.nii.gz").unlink()
+    assert main(["-i", str(scans), "-o", str(out), "-m", model, "--probabilities"]) == 2
+    captured = capsys.readouterr().out
+    assert "patient_a.nii.gz: " in captured and "kept the existing patient_a.nii.gz" in captured
+    assert "la_case.h5: skipped" in captured  # both its outputs are there from the first run
+    assert (out / "patient_a.nii.gz").stat().st_mtime_ns == before
+    assert (out / "patient_a_probability.nii.gz").is_file()
+
 
 def test_bad_arguments_exit_2(model, tmp_path, capsys):
     assert main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "-m", model]) == 2
