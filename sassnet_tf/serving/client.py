@@ -384,13 +384,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``sassnet-client``; returns the exit code (0 success, 2 error reported in one line)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for flag, path in (("--output", args.output), ("--probability-output", args.probability_output),
-                       ("--sdm-output", args.sdm_output)):
-        if path is not None and not path.lower().endswith((".nii", ".nii.gz")):
-            return _fail(f"{flag} {path}: expected a .nii or .nii.gz file name")
     named = [(flag, path) for flag, path in (("--output", args.output), ("--probability-output",
              args.probability_output), ("--sdm-output", args.sdm_output)) if path is not None]
     for i, (flag, path) in enumerate(named):  # a result must never replace the scan or another result
+        if not path.lower().endswith((".nii", ".nii.gz")):
+            return _fail(f"{flag} {path}: expected a .nii or .nii.gz file name")
         if os.path.exists(path) and os.path.exists(args.input) and os.path.samefile(path, args.input):
             return _fail(f"{flag} {path}: is the --input scan itself (expected a new file name)")
         for other_flag, other in named[:i]:
