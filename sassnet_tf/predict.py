@@ -89,11 +89,9 @@ def output_clash(path: str, targets: list, scans: dict, claimed: dict) -> Option
     return None
 
 
-def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, probabilities: bool,
-                 whole_scan: bool = False, keep_existing: bool = False) -> str:
-    """Segment one scan and write its mask (and probability map); returns a short note for the progress line.
-
-    With `keep_existing`, outputs already there are left as they are (only the missing ones are written)."""
+def predict_file(predictor, path: str, write: dict, normalize: str, nms: bool, whole_scan: bool = False) -> str:
+    """Segment one scan and write the outputs in `write` (``{"mask": file, "probability": file}``, either may be
+    left out); returns a short note for the progress line."""
     import numpy as np
 
     from sassnet_tf.data.io import nifti_header, output_header, read_case, write_nifti
@@ -111,16 +109,11 @@ def predict_file(predictor, path: str, output: str, normalize: str, nms: bool, p
         label = largest_connected_component(label)
     seconds = time.perf_counter() - tick
 
-    arrays = [label.astype(np.uint8)] + ([out["probability"].astype(np.float32)] if probabilities else [])
-    kept = []
-    for target, array in zip(output_paths(path, output, probabilities), arrays):
-        if keep_existing and os.path.exists(target):
-            kept.append(os.path.basename(target))
-            continue
+    for kind, target in write.items():
+        array = label.astype(np.uint8) if kind == "mask" else out["probability"].astype(np.float32)
         write_nifti(target, array, case.affine, header=output_header(header, array.dtype))
     box = f", segmented inside {[list(b) for b in out['box']]}" if whole_scan else ""
-    kept_note = f"; kept the existing {', '.join(kept)} (--overwrite replaces it)" if kept else ""
-    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}{kept_note}"
+    return f"{int(label.sum())} foreground voxels, {seconds:.1f} s{box}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,19 +179,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report_failure(done, name, path, clash)
             continue
         claimed.update((target, path) for target in targets)
-        if all(os.path.exists(target) for target in targets) and not args.overwrite:
+        # without --overwrite only what is missing is written (the probability map asked for later, say)
+        kinds = dict(zip(("mask", "probability"), targets))
+        write = {kind: target for kind, target in kinds.items() if args.overwrite or not os.path.exists(target)}
+        kept = [os.path.basename(target) for kind, target in kinds.items() if kind not in write]
+        if not write:
             there = f"{targets[0]} exists (--overwrite replaces it)" if len(targets) == 1 else \
                 f"{' and '.join(targets)} exist (--overwrite replaces them)"
             print(_progress(done, len(inputs), name, f"skipped, {there}"), flush=True)
             continue
-        try:  # without --overwrite, only what is missing is written (the probability map asked for later, say)
-            note = predict_file(predictor, path, args.output, args.normalize, args.nms, args.probabilities,
-                                args.whole_scan, keep_existing=not args.overwrite)
+        try:
+            note = predict_file(predictor, path, write, args.normalize, args.nms, args.whole_scan)
         except Exception as exc:  # one bad file must not stop the others; nibabel/h5py raise many types
             failed += 1
             report_failure(done, name, path,
                            str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}")
             continue
+        if kept:
+            note += f"; kept the existing {', '.join(kept)} (--overwrite replaces it)"
         print(_progress(done, len(inputs), name, note), flush=True)
     print(f"{len(inputs) - failed} of {len(inputs)} scans segmented into {args.output}"
           + (f"; {failed} failed (above)" if failed else ""), flush=True)
