@@ -58,11 +58,12 @@ def _progress(done: int, total: int, name: str, note: str) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}: {note}"
 
 
-def output_paths(path: str, output: str, probabilities: bool) -> list:
-    """The files segmenting `path` writes: ``<name>.nii.gz``, then ``<name>_probability.nii.gz`` if asked."""
+def output_paths(path: str, output: str, probabilities: bool) -> dict:
+    """The files segmenting `path` writes, by kind: "mask" ``<name>.nii.gz``, then "probability"
+    ``<name>_probability.nii.gz`` if asked."""
     name = _stem(os.path.basename(path))
-    return [os.path.join(output, f"{name}.nii.gz")] + (
-        [os.path.join(output, f"{name}_probability.nii.gz")] if probabilities else [])
+    return {"mask": os.path.join(output, f"{name}.nii.gz"),
+            **({"probability": os.path.join(output, f"{name}_probability.nii.gz")} if probabilities else {})}
 
 
 def _file_id(path: str) -> Optional[tuple]:
@@ -172,7 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     for done, path in enumerate(inputs, 1):
         name = os.path.basename(path)
-        targets = output_paths(path, args.output, args.probabilities)
+        kinds = output_paths(path, args.output, args.probabilities)
+        targets = list(kinds.values())
         clash = output_clash(path, targets, scans, claimed)
         if clash:  # checked before --overwrite: that flag replaces old masks, never scans or this run's outputs
             failed += 1
@@ -180,7 +182,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             continue
         claimed.update((target, path) for target in targets)
         # without --overwrite only what is missing is written (the probability map asked for later, say)
-        kinds = dict(zip(("mask", "probability"), targets))
         write = {kind: target for kind, target in kinds.items() if args.overwrite or not os.path.exists(target)}
         kept = [os.path.basename(target) for kind, target in kinds.items() if kind not in write]
         if not write:
