@@ -13,6 +13,8 @@ label. With ``data.downsample > 1`` the network sees the downsampled image and i
 Outputs in ``--output`` (default ``RUN/eval-<list>``): ``per_case.csv`` (case, dice, jaccard, hd95, asd, seconds =
 downsampling + inference + upsampling + NMS, without reading and metrics), ``summary.json``, ``summary.md`` (the
 paper's Table 1 columns), ``predictions/<case>.nii.gz`` (uint8, with each case's affine) and ``png/<case>.png``.
+``--nms-output DIR`` also writes the same files for the largest-component prediction of the same inference into DIR,
+so one sliding-window pass scores a list both ways (its ``seconds`` include the NMS; half the time of two runs).
 Exit codes: 0 success, 2 bad input (missing case, bad shapes, bad settings, unwritable output), with one message.
 """
 
@@ -71,11 +73,10 @@ def check_output_dir(path: str) -> str:
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed command-line `args`; return the summary dict."""
-    from sassnet_tf.evaluation_report import json_safe, summary_markdown, write_case_outputs, write_per_case_csv
+    from sassnet_tf.evaluation_report import write_case_outputs
     from sassnet_tf.inference.postprocess import largest_connected_component
     from sassnet_tf.inference.settings import InferenceSettingsError
-    from sassnet_tf.metrics import case_metrics, paper_table_row, summarize
-    from sassnet_tf.utils.atomic import atomic_write_text
+    from sassnet_tf.metrics import case_metrics
 
     predictor = load_model(args.model, weights=args.weights, precision=args.precision)
     try:
@@ -83,7 +84,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                                             batch_size=args.batch_size, gaussian=args.gaussian)
     except InferenceSettingsError as exc:
         raise EvaluationError(f"--stride / --batch-size: {exc}") from None
-    settings, config = predictor.settings, predictor.config
+    config = predictor.config
     nms = args.nms if args.nms is not None else bool(config.eval.nms) if config is not None else False
 
     root = args.data_root or (config.data.root if config else None)
@@ -103,6 +104,16 @@ def evaluate(args: argparse.Namespace) -> dict:
             raise EvaluationError("--output: required when --model is a SavedModel")
         output = os.path.join(args.model, f"eval-{list_stem}")
     output = check_output_dir(output)
+    # (folder, NMS on?) of each result written; --nms-output adds the largest component of the same inference.
+    outputs = [(output, nms)]
+    if args.nms_output:
+        if nms:
+            raise EvaluationError("--nms-output: needs the output without NMS (--no-nms); --output already keeps "
+                                  "the largest component")
+        nms_output = check_output_dir(args.nms_output)
+        if nms_output == output:
+            raise EvaluationError(f"--nms-output {nms_output}: must differ from --output")
+        outputs.append((nms_output, True))
 
     from sassnet_tf.data.dataset_layout import open_dataset
 
@@ -117,7 +128,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         )
     predictor.segment_fn()  # load and trace once up front so the first case's time is inference only
 
-    rows = []
+    rows = {folder: [] for folder, _ in outputs}
     started = time.time()
     for index, case_id in enumerate(case_ids, 1):
         full = layout.load(case_id)
@@ -129,19 +140,36 @@ def evaluate(args: argparse.Namespace) -> dict:
                 f"{tuple(full.label.shape)}"
             )
         tick = time.perf_counter()
-        prediction = predictor.predict(full.image)["label"]
-        if nms:
-            prediction = largest_connected_component(prediction)
+        raw = predictor.predict(full.image)["label"]
         seconds = time.perf_counter() - tick
-        row = {"case": case_id, **case_metrics(prediction, full.label), "seconds": seconds}
-        rows.append(row)
-        print(
-            f"[{index}/{len(case_ids)}] {case_id}: dice {row['dice']:.4f} jaccard {row['jaccard']:.4f} "
-            f"hd95 {row['hd95']:.2f} asd {row['asd']:.2f} ({seconds:.1f} s)",
-            flush=True,
-        )
-        write_case_outputs(output, case_id, full, prediction, row, args.no_png)
+        for folder, keep_largest in outputs:
+            tick = time.perf_counter()
+            prediction = largest_connected_component(raw) if keep_largest else raw
+            row = {"case": case_id, **case_metrics(prediction, full.label),
+                   "seconds": seconds + time.perf_counter() - tick}
+            rows[folder].append(row)
+            print(
+                f"[{index}/{len(case_ids)}] {case_id}{' (NMS)' if keep_largest and len(outputs) > 1 else ''}: "
+                f"dice {row['dice']:.4f} jaccard {row['jaccard']:.4f} "
+                f"hd95 {row['hd95']:.2f} asd {row['asd']:.2f} ({row['seconds']:.1f} s)",
+                flush=True,
+            )
+            write_case_outputs(folder, case_id, full, prediction, row, args.no_png)
 
+    seconds_total = time.time() - started
+    summaries = [_write_summary(folder, rows[folder], keep_largest, list_name, root, predictor, seconds_total)
+                 for folder, keep_largest in outputs]
+    return summaries[0]
+
+
+def _write_summary(output: str, rows: list, nms: bool, list_name: str, root: str, predictor,
+                   seconds_total: float) -> dict:
+    """Write per_case.csv, summary.json and summary.md of one result folder; return the summary."""
+    from sassnet_tf.evaluation_report import json_safe, summary_markdown, write_per_case_csv
+    from sassnet_tf.metrics import paper_table_row, summarize
+    from sassnet_tf.utils.atomic import atomic_write_text
+
+    settings = predictor.settings
     stats = summarize(rows)
     summary = {
         "list": list_name,
@@ -160,15 +188,16 @@ def evaluate(args: argparse.Namespace) -> dict:
         "metrics": stats,
         "paper_table": paper_table_row(stats),
         "cases": [{k: v for k, v in r.items() if k != "assd"} for r in rows],
-        "seconds_total": time.time() - started,
+        "seconds_total": seconds_total,
     }
     write_per_case_csv(os.path.join(output, "per_case.csv"), rows)
     atomic_write_text(os.path.join(output, "summary.json"), json.dumps(json_safe(summary), indent=2) + "\n")
     atomic_write_text(os.path.join(output, "summary.md"), summary_markdown(summary))
     table = summary["paper_table"]
     print(
-        f"mean over {len(rows)} cases: Dice {table['Dice (%)']:.2f} %, Jaccard {table['Jaccard (%)']:.2f} %, "
-        f"ASD {table['ASD (voxel)']:.2f}, 95HD {table['95HD (voxel)']:.2f} -> {output}",
+        f"mean over {len(rows)} cases{' (NMS)' if nms else ''}: Dice {table['Dice (%)']:.2f} %, "
+        f"Jaccard {table['Jaccard (%)']:.2f} %, ASD {table['ASD (voxel)']:.2f}, 95HD {table['95HD (voxel)']:.2f} "
+        f"-> {output}",
         flush=True,
     )
     return summary
@@ -185,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", help="list file of case IDs, relative to the root (default: the run's test list)")
     parser.add_argument("--nms", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the largest connected component (default: the run's eval.nms; off for a SavedModel)")
+    parser.add_argument("--nms-output", metavar="DIR",
+                        help="also write the largest-component result of the same inference into DIR (one pass "
+                             "for both; the --output result must be without NMS)")
     parser.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default: the model's (18 18 4)")
     parser.add_argument(
         "--gaussian", action=argparse.BooleanOptionalAction, default=None,

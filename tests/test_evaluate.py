@@ -318,3 +318,36 @@ def test_real_la_case_end_to_end(tmp_path):
     expected = case_metrics(prediction, case.label)
     for key in ("dice", "jaccard", "hd95", "asd"):
         assert float(row[key]) == pytest.approx(expected[key], abs=1e-5)
+
+
+def test_nms_output_scores_one_inference_both_ways(la_root, tmp_path, capsys):
+    model = _ThresholdModule.save(tmp_path / "sm")
+    plain, largest = tmp_path / "eval", tmp_path / "eval-nms"
+    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(plain), "--no-png",
+                    "--nms-output", str(largest)]) == 0
+    assert "(NMS)" in capsys.readouterr().out
+    by_case = {f: {r["case"]: r for r in _read_csv(f / "per_case.csv")} for f in (plain, largest)}
+    assert float(by_case[plain]["case_a"]["dice"]) < 1.0  # the bright spot is kept without NMS ...
+    assert float(by_case[largest]["case_a"]["dice"]) == 1.0  # ... and removed with it
+    assert json.loads((plain / "summary.json").read_text())["settings"]["nms"] is False
+    assert json.loads((largest / "summary.json").read_text())["settings"]["nms"] is True
+    # The same as a separate --nms run: one pass gives both tables.
+    separate = tmp_path / "separate"
+    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(separate), "--no-png",
+                    "--nms"]) == 0
+    for r in _read_csv(separate / "per_case.csv"):
+        assert r["dice"] == by_case[largest][r["case"]]["dice"] and r["asd"] == by_case[largest][r["case"]]["asd"]
+    import nibabel as nib
+
+    a, b = (np.asarray(nib.load(str(f / "predictions" / "case_a.nii.gz")).dataobj) for f in (plain, largest))
+    assert a.sum() == b.sum() + 27
+
+
+def test_nms_output_needs_a_plain_output(la_root, tmp_path, capsys):
+    model = _ThresholdModule.save(tmp_path / "sm")
+    code = ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(tmp_path / "a"), "--nms",
+                    "--nms-output", str(tmp_path / "b")])
+    assert code == 2 and "--nms-output" in capsys.readouterr().err
+    code = ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(tmp_path / "a"),
+                    "--nms-output", str(tmp_path / "a")])
+    assert code == 2 and "must differ from --output" in capsys.readouterr().err

@@ -199,8 +199,8 @@ def run_name(row: Row, seed) -> str:
 
 def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: str = "python", sets=(),
               seed=None) -> list:
-    """(argv, evaluation folder or None) of each step `run` executes for a row: train, then each of the protocol's
-    evaluations without and with NMS.
+    """(argv, evaluation folders or None) of each step `run` executes for a row: train, then each of the protocol's
+    evaluations, one sliding-window pass scored without and with NMS (`--nms-output`).
 
     `sets`: KEY=VALUE config overrides given to train.py after the protocol's own; `seed`: the run's train.seed
     (None: the config's).
@@ -214,8 +214,8 @@ def row_steps(row: Row, protocol: Protocol, runs: str, data_root: str, python: s
     for name, list_file in protocol.evaluations:
         evaluate = [python, "-m", "sassnet_tf.evaluate", "--model", run, "--weights", "last", "--list", list_file,
                     "--no-png"]
-        steps += [(evaluate + ["--output", f"{run}/eval-{name}"], f"eval-{name}"),
-                  (evaluate + ["--nms", "--output", f"{run}/eval-{name}-nms"], f"eval-{name}-nms")]
+        steps.append((evaluate + ["--output", f"{run}/eval-{name}", "--nms-output", f"{run}/eval-{name}-nms"],
+                      (f"eval-{name}", f"eval-{name}-nms")))
     return steps
 
 
@@ -808,14 +808,15 @@ def run_row(row: Row, protocol: Protocol, runs: str, data_root: str, sets: list,
     name = run_name(row, seed)
     run = os.path.join(REPO, runs, name)
     weights = os.path.join(run, "weights", "vnet_last.weights.h5")
-    for argv, eval_dir in row_steps(row, protocol, runs, data_root, python=sys.executable, sets=sets, seed=seed):
-        if eval_dir is None and os.path.isfile(os.path.join(run, "run.json")):
+    for argv, eval_dirs in row_steps(row, protocol, runs, data_root, python=sys.executable, sets=sets, seed=seed):
+        if eval_dirs is None and os.path.isfile(os.path.join(run, "run.json")):
             argv = argv + ["--resume"]
         if threads is not None:
             argv = argv + ["--threads", str(threads)]
-        summary = eval_dir and os.path.join(run, eval_dir, "summary.json")
-        if summary and os.path.isfile(summary) and os.path.getmtime(summary) > os.path.getmtime(weights):
-            print(f"= {summary} is newer than the weights: evaluation kept", flush=True)
+        summaries = [os.path.join(run, d, "summary.json") for d in eval_dirs or ()]
+        if summaries and all(os.path.isfile(f) and os.path.getmtime(f) > os.path.getmtime(weights)
+                             for f in summaries):
+            print(f"= {', '.join(summaries)} newer than the weights: evaluation kept", flush=True)
             continue
         print("+", " ".join(argv) + (f"  (output: {log.name})" if log else ""), flush=True)
         code = subprocess.call(argv, cwd=REPO, stdout=log, stderr=log and subprocess.STDOUT)

@@ -145,7 +145,8 @@ def test_table_reports_only_recorded_rows_and_shows_the_progress_of_the_others(t
     assert "| case | V-Net (8), half | SASSNet (8), short |" in text
     assert "| `P1OTI3IWJUIB5NRLULLH` | 81.25 | 77.50 |" in text and "| `UZUZZT2W9IUSHL6ASOX3` | – | – |" in text
     assert "python tools/la_results.py run sassnet_16 --protocol short" in text and "UZUZZT2W9IUSHL6ASOX3" in text
-    assert "--list test.list --no-png --nms --output runs/la_official/vnet_8-seed1337/eval-test-nms" in text
+    assert ("--list test.list --no-png --output runs/la_official/vnet_8-seed1337/eval-test --nms-output "
+            "runs/la_official/vnet_8-seed1337/eval-test-nms") in text  # one inference scored both ways
 
 
 def _finished_seed(folder, row, seed, dice, dev_dice=50.0):
@@ -206,7 +207,7 @@ def test_official_runs_train_each_seed_in_its_own_folder(tmp_path, monkeypatch):
     assert outputs == [f"{runs}/{key}-seed{seed}" for seed in (1338, 1339) for key in ("vnet_16", "sassnet_16")]
     assert all(f"train.seed={out[-4:]}" in argv for argv, out in zip(trainings, outputs))
     evaluations = [argv[argv.index("--list") + 1] for argv in calls if argv[1] == "-m"]
-    assert evaluations[:4] == ["test.list", "test.list", la_results.EVAL_LIST, la_results.EVAL_LIST]
+    assert evaluations[:2] == ["test.list", la_results.EVAL_LIST]  # each pass writes both the plain and NMS result
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--protocol", "half", "--seeds", "1338", "--data-root", "."])
 
@@ -237,12 +238,12 @@ def test_run_rows_with_two_jobs_runs_every_row_on_shared_cores(tmp_path, monkeyp
     rows = [la_results.ROW_BY_KEY[k] for k in ("sassnet_8", "vnet_sdm_8", "vnet_16")]
     runs = str(tmp_path / "runs")
     assert la_results.run_rows(rows, la_results.PROTOCOLS["half"], runs, "data/LA", [], jobs=2) == 0
-    assert len(calls) == 9  # train + 2 evaluations per row; the first two trainings ran at the same time
+    assert len(calls) == 6  # train + 1 evaluation pass per row; the first two trainings ran at the same time
     assert all(argv[-2:] == ["--threads", "1"] for argv in calls)
     trainings = [argv[3] for argv in calls if argv[1] == "train.py"]
     assert set(trainings[:2]) == {rows[0].config, rows[1].config} and trainings[2] == rows[2].config  # in order
     for row in rows:
-        assert (tmp_path / "runs" / f"{row.key}.log").read_text().count("step output") == 3
+        assert (tmp_path / "runs" / f"{row.key}.log").read_text().count("step output") == 2
 
 
 def test_run_rows_reports_a_failed_row_and_keeps_the_other_lane_going(tmp_path, monkeypatch):
@@ -444,7 +445,7 @@ def test_run_rows_passes_the_thread_count_asked_for_to_every_step(tmp_path, monk
     row = la_results.ROW_BY_KEY["vnet_16"]
     assert la_results.run_rows([row], la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [],
                                threads=1) == 0
-    assert len(calls) == 3 and all(argv[-2:] == ["--threads", "1"] for argv in calls)
+    assert len(calls) == 2 and all(argv[-2:] == ["--threads", "1"] for argv in calls)
     calls.clear()
     la_results.run_rows([row], la_results.PROTOCOLS["half"], str(tmp_path / "runs"), "data/LA", [])
     assert calls and all("--threads" not in argv for argv in calls)  # by default TensorFlow takes every core
@@ -465,3 +466,20 @@ def test_rows_compared_case_by_case_use_only_the_seeds_both_finished(tmp_path):
     assert la_results._seed_paired_cases(*runs, "eval-test") == (
         " Paired by seed (seed 1337): better on 2 of 2 cases; without the case that moved most +10.00 (`B` +20.0).")
     assert la_results._seed_paired_cases(runs[0], [], "eval-test") == ""  # nothing in common: no sentence
+
+
+def test_an_evaluation_pass_is_kept_only_when_both_of_its_results_are_newer_than_the_weights(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(la_results.subprocess, "call", lambda argv, cwd, stdout=None, stderr=None: calls.append(argv))
+    row, half = la_results.ROW_BY_KEY["vnet_16"], la_results.PROTOCOLS["half"]
+    run = tmp_path / "runs" / "vnet_16"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "vnet_last.weights.h5").write_bytes(b"")
+    os.utime(run / "weights" / "vnet_last.weights.h5", (0, 0))
+    _write(run / "eval-la_eval10" / "summary.json", _summary(80.0))  # the NMS result of the pass is missing
+    la_results.run_row(row, half, str(tmp_path / "runs"), "data/LA", [])
+    assert [argv[1] for argv in calls] == ["train.py", "-m"]  # evaluated again
+    calls.clear()
+    _write(run / "eval-la_eval10-nms" / "summary.json", _summary(81.0))
+    la_results.run_row(row, half, str(tmp_path / "runs"), "data/LA", [])
+    assert [argv[1] for argv in calls] == ["train.py"]  # both newer than the weights: kept
