@@ -145,8 +145,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         for folder, keep_largest in outputs:
             tick = time.perf_counter()
             prediction = largest_connected_component(raw) if keep_largest else raw
-            row = {"case": case_id, **case_metrics(prediction, full.label),
-                   "seconds": seconds + time.perf_counter() - tick}
+            elapsed = seconds + time.perf_counter() - tick  # inference (+ NMS), not the metrics
+            row = {"case": case_id, **case_metrics(prediction, full.label), "seconds": elapsed}
             rows[folder].append(row)
             print(
                 f"[{index}/{len(case_ids)}] {case_id}{' (NMS)' if keep_largest and len(outputs) > 1 else ''}: "
