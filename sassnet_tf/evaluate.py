@@ -85,7 +85,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     except InferenceSettingsError as exc:
         raise EvaluationError(f"--stride / --batch-size: {exc}") from None
     config = predictor.config
-    nms = args.nms if args.nms is not None else bool(config.eval.nms) if config is not None else False
+    if args.nms is not None:
+        nms = args.nms
+    else:  # with --nms-output, --output is the result without NMS whatever the run's eval.nms says
+        nms = bool(config.eval.nms) if config is not None and not args.nms_output else False
 
     root = args.data_root or (config.data.root if config else None)
     data_format = args.format or (config.data.format if config else "auto")
@@ -108,8 +111,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     outputs = [(output, nms)]
     if args.nms_output:
         if nms:
-            raise EvaluationError("--nms-output: needs the output without NMS (--no-nms); --output already keeps "
-                                  "the largest component")
+            raise EvaluationError("--nms-output: --output is the result without NMS, so --nms cannot be given with "
+                                  "it")
         nms_output = check_output_dir(args.nms_output)
         if nms_output == output:
             raise EvaluationError(f"--nms-output {nms_output}: must differ from --output")
@@ -216,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the largest connected component (default: the run's eval.nms; off for a SavedModel)")
     parser.add_argument("--nms-output", metavar="DIR",
                         help="also write the largest-component result of the same inference into DIR (one pass "
-                             "for both; the --output result must be without NMS)")
+                             "for both; --output is then the result without NMS)")
     parser.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default: the model's (18 18 4)")
     parser.add_argument(
         "--gaussian", action=argparse.BooleanOptionalAction, default=None,

@@ -351,3 +351,23 @@ def test_nms_output_needs_a_plain_output(la_root, tmp_path, capsys):
     code = ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(tmp_path / "a"),
                     "--nms-output", str(tmp_path / "a")])
     assert code == 2 and "must differ from --output" in capsys.readouterr().err
+
+
+def test_nms_output_keeps_output_without_nms_when_the_run_defaults_to_nms(run_dir, tmp_path):
+    import shutil
+
+    from sassnet_tf.config import load_config, save_config
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("eval-*"))
+    save_config(load_config(str(run / "config.yaml")).replace(**{"eval.nms": True}), str(run / "config.yaml"))
+    assert ev.main(["--model", str(run), "--output", str(tmp_path / "default"), "--no-png"]) == 0
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["settings"]["nms"] is True
+    assert ev.main(["--model", str(run), "--output", str(tmp_path / "plain"), "--no-png",
+                    "--nms-output", str(tmp_path / "largest")]) == 0
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["settings"]["nms"] is False
+    assert json.loads((tmp_path / "largest" / "summary.json").read_text())["settings"]["nms"] is True
+    def scores(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _read_csv(tmp_path / folder / "per_case.csv")]
+
+    assert scores("largest") == scores("default")  # the NMS result of the one pass = the run's default result
