@@ -367,6 +367,7 @@ def test_nms_output_keeps_output_without_nms_when_the_run_defaults_to_nms(run_di
                     "--nms-output", str(tmp_path / "largest")]) == 0
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["settings"]["nms"] is False
     assert json.loads((tmp_path / "largest" / "summary.json").read_text())["settings"]["nms"] is True
+
     def scores(folder):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in _read_csv(tmp_path / folder / "per_case.csv")]
 

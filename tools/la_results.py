@@ -140,9 +140,9 @@ PROTOCOLS = {
                      "the paper's protocol: full resolution, 112x112x80 patches, stride 18/18/4, 6000 iterations, "
                      "learning-rate steps at 2500 and 5000; evaluated on the 20 volumes of `test.list` (and on the 10 "
                      "development cases); one seed (a SASSNet row is ~7 h on the 2-core EPYC Zen 5 in bf16, 4.0-4.2 "
-                     "s per iteration, ~12 h on a Zen 4, 7.0 s, ~18 h on an Intel Xeon without AMX in float32, 10.7-11.3 s), "
-                     "a checkpoint every 50 iterations (a few minutes) so "
-                     "that a run survives stops and moves between machines",
+                     "s per iteration, ~12 h on a Zen 4, 7.0 s, ~18 h on an Intel Xeon without AMX in float32, "
+                     "10.7-11.3 s), a checkpoint every 50 iterations (a few minutes) so that a run survives stops and "
+                     "moves between machines",
                      evaluations=(("test", "test.list"), ("la_eval10", EVAL_LIST)), seeds=(1337,),
                      full_resolution=True, half_resolution_twin="official"),
     "official": Protocol("official", "LA half resolution on the official test split, with seeds", (),
