@@ -326,6 +326,8 @@ def _status(state: dict, iterations: int) -> str:
     status = run.get("status", "?")
     if status == "running" and state.get("in_use") is False:  # its process ended without a word: killed
         status = "stopped (no process trains it; the same command resumes it)"
+    elif state.get("in_use") and status != "running":  # resumed, still loading before it rewrites run.json
+        status = "running"
     text = f"{status}: iteration {it} of {iterations}, {hours:.1f} h so far"
     recent = run.get("recent_seconds_per_iteration")
     if recent and iterations > it:

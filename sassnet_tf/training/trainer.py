@@ -260,6 +260,8 @@ class Trainer:
         state.setdefault("sessions", []).append({
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_iteration": start, "to_iteration": start,
             "code": code_version(), "cpu": cpu_description(), "threads": _threads(), "precision": precision})
+        if self.chief:  # a resumed run says "running" now, not at its first checkpoint (a SASSNet one: ~15 min)
+            self.run.write_state(state)
         train_ds, val_ds = self._datasets(start)
         iterator = iter(train_ds)
         train_fn = self._train_function()

@@ -377,6 +377,14 @@ def test_status_tells_a_run_in_training_from_one_whose_process_ended(tmp_path):
         run.release()  # as the kernel does when the process is killed: run.json still says "running"
     assert la_results._status(la_results.row_state(str(folder)), 6000).startswith(
         "stopped (no process trains it; the same command resumes it): iteration 1200 of 6000")
+    # resumed: the process holds the lock while run.json still says how the last session ended
+    _write(folder / "run.json", {"status": "interrupted", "iteration": 1200, "train_seconds": 3600})
+    assert la_results._status(la_results.row_state(str(folder)), 6000).startswith("interrupted: iteration 1200")
+    run.acquire()
+    try:
+        assert la_results._status(la_results.row_state(str(folder)), 6000).startswith("running: iteration 1200")
+    finally:
+        run.release()
 
 
 def test_status_estimates_the_rest_from_the_recent_speed_when_the_run_records_it(tmp_path):

@@ -49,6 +49,27 @@ def test_run_folder_contents(data_root, tmp_path):
     assert (out / "weights" / "vnet_last.weights.h5").read_bytes() == before
 
 
+def test_a_resumed_run_says_running_before_its_first_checkpoint(data_root, tmp_path, monkeypatch):
+    """run.json turns "running" when training resumes, not at the next checkpoint, so `la_results.py status` does not
+    show a resumed full-resolution SASSNet run as stopped for its first 50 iterations."""
+    from sassnet_tf.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    assert main(train_args(data_root, out, "--iterations", "2")) == 0
+    seen, datasets = [], Trainer._datasets
+
+    def spy(self, start):  # called once the run is restored, before the first training iteration
+        seen.append(json.loads((out / "run.json").read_text()))
+        return datasets(self, start)
+
+    monkeypatch.setattr(Trainer, "_datasets", spy)
+    assert main(train_args(data_root, out, "--iterations", "3", "--resume")) == 0
+    [state] = seen
+    assert state["status"] == "running" and state["iteration"] == 2
+    assert [s["from_iteration"] for s in state["sessions"]] == [0, 2]
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
 @pytest.mark.parametrize("extra, words", [
     (["train.no_such_key=1"], "valid keys"),
     (["--labeled", "99"], "99"),
