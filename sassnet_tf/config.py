@@ -111,6 +111,7 @@ class TrainConfig:
     d_lr: float = 1e-4  # discriminator Adam learning rate
     d_beta_1: float = 0.9
     d_beta_2: float = 0.99
+    seg_loss: str = "dice"  # dice (reference) | ce | ce_dice = (ce + dice) / 2, as the authors' V-Net-only scripts
     sdm_weight: float = 0.3  # weight of the SDM MSE in the supervised loss
     consistency: float = 0.01  # w(t) maximum: 0.01 for 16 labeled, 0.015 for 8 (reference)
     rampup_interval: int = 150  # w(t) uses t // rampup_interval ...
@@ -155,6 +156,7 @@ _CHOICES = {
     ("data", "format"): ("auto", "la", "nifti"),
     ("model", "normalization"): ("batchnorm", "groupnorm", "instancenorm", "none"),
     ("train", "mode"): ("supervised", "sdm", "sassnet"),
+    ("train", "seg_loss"): ("dice", "ce", "ce_dice"),  # losses.SEGMENTATION_LOSSES (config does not import TF)
     ("train", "precision"): ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
 }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+SEGMENTATION_LOSSES = ("dice", "ce", "ce_dice")  # the `kind`s of `segmentation_loss`
+
 
 def _float32(x, name: str) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(x), tf.float32, name=name)
@@ -34,6 +36,50 @@ def dice_loss(prob, target, smooth: float = 1e-5) -> tf.Tensor:
     intersection = tf.reduce_sum(p * g)
     denominator = tf.reduce_sum(p * p) + tf.reduce_sum(g * g)
     return 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
+
+
+def binary_cross_entropy(logits, target) -> tf.Tensor:
+    """Mean binary cross-entropy of segmentation logits against a 0/1 ground truth.
+
+    The authors' supervised-only V-Net scripts use a 2-class softmax cross-entropy; with one sigmoid logit ``z``
+    this is the same loss for ``z = z1 - z0`` (softmax of two logits is the sigmoid of their difference).
+
+    Args:
+        logits: segmentation logits (before the sigmoid), e.g. ``[B, H, W, D, 1]``.
+        target: ground truth 0/1 of the same shape.
+
+    Returns:
+        float32 scalar, the mean over every voxel of the batch.
+    """
+    z, g = _float32(logits, "logits"), _float32(target, "target")
+    _check_same_shape(z, g, "binary_cross_entropy", ("logits", "target"))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=g, logits=z))
+
+
+def segmentation_loss(logits, target, kind: str = "dice") -> tf.Tensor:
+    """The segmentation term of the network's loss, by `kind`.
+
+    - ``dice``: `dice_loss` on the sigmoid (SASSNet's reference, every mode).
+    - ``ce``: `binary_cross_entropy` (the SASSNet repository's supervised-only V-Net script).
+    - ``ce_dice``: ``0.5 * (ce + dice)`` (UA-MT's supervised-only V-Net script, the source of the paper's
+      16-label V-Net row).
+
+    Args:
+        logits: segmentation logits, e.g. ``[B, H, W, D, 1]``.
+        target: ground truth 0/1 of the same shape.
+        kind: one of `SEGMENTATION_LOSSES`.
+
+    Returns:
+        float32 scalar.
+    """
+    if kind not in SEGMENTATION_LOSSES:
+        raise ValueError(f"segmentation_loss: kind {kind!r} is not one of {', '.join(SEGMENTATION_LOSSES)}")
+    if kind == "ce":
+        return binary_cross_entropy(logits, target)
+    dice = dice_loss(tf.sigmoid(_float32(logits, "logits")), target)
+    if kind == "dice":
+        return dice
+    return 0.5 * (binary_cross_entropy(logits, target) + dice)
 
 
 def sdm_mse(pred, target) -> tf.Tensor:

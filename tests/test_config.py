@@ -36,6 +36,7 @@ def test_unknown_key_lists_the_valid_ones():
     ({"train.mode": "fancy"}, "not one of"),
     ({"iterations": "3"}, "section.name"),
     ({"train.precision": "float64"}, "not one of"),
+    ({"train.seg_loss": "bce"}, "'bce' is not one of dice, ce, ce_dice"),
     ({"data.intensity_scale": "[1.5, 0.5]"}, "data.intensity_scale must be [lo, hi] with 0 < lo <= hi"),
     ({"data.intensity_scale": "[0.5, 1.0, 2.0]"}, "data.intensity_scale must be [lo, hi]"),
 ])
@@ -126,3 +127,11 @@ def test_a_config_is_a_path_or_a_shipped_name(tmp_path, monkeypatch):
 def test_intensity_scale_is_off_by_default_and_keeps_fractions():
     assert load_config(None).data.intensity_scale == (1.0, 1.0)
     assert load_config(None, {"data.intensity_scale": "[0.33, 1.8]"}).data.intensity_scale == (0.33, 1.8)
+
+
+def test_the_segmentation_loss_choices_are_the_losses_module_kinds():
+    from sassnet_tf import losses
+    from sassnet_tf.config import _CHOICES
+
+    assert _CHOICES[("train", "seg_loss")] == losses.SEGMENTATION_LOSSES
+    assert load_config(None).train.seg_loss == "dice"  # the reference

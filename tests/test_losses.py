@@ -53,7 +53,7 @@ def test_sdm_mse():
     assert float(losses.sdm_mse(a, b)) == pytest.approx(np.mean((a - b) ** 2), rel=1e-6)
 
 
-@pytest.mark.parametrize("fn", [losses.dice_loss, losses.sdm_mse])
+@pytest.mark.parametrize("fn", [losses.dice_loss, losses.sdm_mse, losses.binary_cross_entropy])
 def test_shape_mismatch_is_an_error(fn):
     with pytest.raises(ValueError, match=r"expected the same shape"):
         fn(np.zeros((2, 8, 8, 4, 1), np.float32), np.zeros((2, 8, 8, 4), np.float32))
@@ -97,3 +97,30 @@ def test_adversarial_cross_entropy_in_a_graph_with_unknown_batch():
 def test_adversarial_cross_entropy_bad_shapes(logits, labels, match):
     with pytest.raises(ValueError, match=match):
         losses.adversarial_cross_entropy(logits.astype(np.float32), labels)
+
+
+def test_binary_cross_entropy_is_the_two_class_softmax_cross_entropy():
+    """The authors' supervised-only scripts: softmax CE over logits (z0, z1); one sigmoid logit z = z1 - z0."""
+    rng = np.random.default_rng(3)
+    z0, z1 = rng.normal(scale=3, size=(2, 2, 8, 8, 4, 1))
+    _, g = rng_arrays()
+    labels = g.reshape(-1).astype(np.int64)
+    two_class = softmax_ce(np.stack([z0.reshape(-1), z1.reshape(-1)], axis=1), labels)
+    got = losses.binary_cross_entropy(tf.constant(z1 - z0, tf.float32), tf.constant(g))
+    assert got.dtype == tf.float32 and got.shape == ()
+    assert float(got) == pytest.approx(two_class, rel=1e-5)
+    # float32 math for bf16 logits, as the other losses
+    assert losses.binary_cross_entropy(tf.constant(z1 - z0, tf.bfloat16), g).dtype == tf.float32
+
+
+def test_segmentation_loss_kinds():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(2, 8, 8, 4, 1)).astype(np.float32)
+    _, g = rng_arrays()
+    dice = float(losses.dice_loss(1 / (1 + np.exp(-z)), g))
+    ce = float(losses.binary_cross_entropy(z, g))
+    assert float(losses.segmentation_loss(z, g)) == pytest.approx(dice, rel=1e-6)  # the reference's default
+    assert float(losses.segmentation_loss(z, g, "ce")) == pytest.approx(ce, rel=1e-6)
+    assert float(losses.segmentation_loss(z, g, "ce_dice")) == pytest.approx(0.5 * (ce + dice), rel=1e-6)
+    with pytest.raises(ValueError, match=r"kind 'bce' is not one of dice, ce, ce_dice"):
+        losses.segmentation_loss(z, g, "bce")

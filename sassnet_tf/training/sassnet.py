@@ -17,10 +17,10 @@ class SASSNet(keras.Model):
 
     One `train_step` on a batch ``{"labeled_image", "label", "sdm", "unlabeled_image"}`` is one reference
     iteration:
-    1. network step: Dice on the labeled sigmoid output, + `sdm_weight` x MSE of the tanh head against the target
-       SDM (modes `sdm`, `sassnet`), + w(t) x cross-entropy of D(sdm, image) of the unlabeled patches against the
-       "labeled" class (mode `sassnet`); one SGD step on the V-Net only. D runs in inference mode here (no
-       dropout), as the reference puts it in eval mode for this term.
+    1. network step: Dice on the labeled sigmoid output (or the `seg_loss` option), + `sdm_weight` x MSE of the
+       tanh head against the target SDM (modes `sdm`, `sassnet`), + w(t) x cross-entropy of D(sdm, image) of the
+       unlabeled patches against the "labeled" class (mode `sassnet`); one SGD step on the V-Net only. D runs in
+       inference mode here (no dropout), as the reference puts it in eval mode for this term.
     2. discriminator step (mode `sassnet`): the V-Net's SDMs of all patches, recomputed in inference mode without
        gradients (or reused from step 1 with `d_reuse_forward`), classified by D (labeled = 1, unlabeled = 0);
        one Adam step on D only.
@@ -34,13 +34,18 @@ class SASSNet(keras.Model):
         rampup_interval, rampup_length: w(t) = consistency * exp(-5 (1 - min(t // interval, length) / length)^2).
         d_reuse_forward: reuse the network step's training-mode SDMs for the D step (saves a forward pass; an
             option, not the reference).
+        seg_loss: the segmentation term, `losses.segmentation_loss`'s kind: `dice` (the reference), or `ce` /
+            `ce_dice` (the authors' supervised-only V-Net scripts; an option). Logged as `seg_loss` when not Dice;
+            `dice_loss` is logged either way.
     """
 
     def __init__(self, vnet, discriminator=None, mode="sassnet", sdm_weight=0.3, consistency=0.01,
-                 rampup_interval=150, rampup_length=40, d_reuse_forward=False, **kwargs):
+                 rampup_interval=150, rampup_length=40, d_reuse_forward=False, seg_loss="dice", **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if seg_loss not in losses.SEGMENTATION_LOSSES:
+            raise ValueError(f"seg_loss {seg_loss!r} is not one of {', '.join(losses.SEGMENTATION_LOSSES)}")
         if mode == "sassnet" and discriminator is None:
             raise ValueError("mode 'sassnet' needs a discriminator")
         self.vnet = vnet
@@ -51,7 +56,10 @@ class SASSNet(keras.Model):
         self.rampup_interval = int(rampup_interval)
         self.rampup_length = int(rampup_length)
         self.d_reuse_forward = bool(d_reuse_forward)
+        self.seg_loss = seg_loss
         names = ["loss", "dice_loss", "lr"]
+        if seg_loss != "dice":
+            names.append("seg_loss")
         if mode != "supervised":
             names.append("sdm_loss")
         if mode == "sassnet":
@@ -92,7 +100,7 @@ class SASSNet(keras.Model):
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
             "mode": self.mode, "sdm_weight": self.sdm_weight, "consistency": self.consistency,
             "rampup_interval": self.rampup_interval, "rampup_length": self.rampup_length,
-            "d_reuse_forward": self.d_reuse_forward, "name": self.name,
+            "d_reuse_forward": self.d_reuse_forward, "seg_loss": self.seg_loss, "name": self.name,
         }
 
     @classmethod
@@ -125,10 +133,13 @@ class SASSNet(keras.Model):
 
         with tf.GradientTape() as tape:
             out = self.vnet(images, training=True)
-            seg_prob = tf.sigmoid(tf.cast(out["seg"], tf.float32))
+            seg_logits = tf.cast(out["seg"], tf.float32)
             sdm = tf.cast(out["sdm"], tf.float32)
-            dice = losses.dice_loss(seg_prob[:n_labeled], data["label"])
-            loss = dice
+            dice = losses.dice_loss(tf.sigmoid(seg_logits[:n_labeled]), data["label"])
+            seg = dice
+            if self.seg_loss != "dice":
+                seg = losses.segmentation_loss(seg_logits[:n_labeled], data["label"], self.seg_loss)
+            loss = seg
             if self.mode != "supervised":
                 sdm_loss = losses.sdm_mse(sdm[:n_labeled], data["sdm"])
                 loss = loss + self.sdm_weight * sdm_loss
@@ -144,6 +155,8 @@ class SASSNet(keras.Model):
 
         self._trackers["loss"].update_state(loss)
         self._trackers["dice_loss"].update_state(dice)
+        if self.seg_loss != "dice":
+            self._trackers["seg_loss"].update_state(seg)
         self._trackers["lr"].update_state(lr)
         if self.mode != "supervised":
             self._trackers["sdm_loss"].update_state(sdm_loss)

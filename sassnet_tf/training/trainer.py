@@ -118,7 +118,8 @@ class Trainer:
             self.discriminator = build_discriminator(ndf=m.ndf) if t.mode == "sassnet" else None
             self.model = SASSNet(self.vnet, self.discriminator, mode=t.mode, sdm_weight=t.sdm_weight,
                                  consistency=t.consistency, rampup_interval=t.rampup_interval,
-                                 rampup_length=t.rampup_length, d_reuse_forward=t.d_reuse_forward)
+                                 rampup_length=t.rampup_length, d_reuse_forward=t.d_reuse_forward,
+                                 seg_loss=t.seg_loss)
             lr = StepDecay(t.base_lr, t.lr_decay_steps, t.lr_decay_factor)
             net_opt = TorchSGD(lr, momentum=t.momentum, coupled_weight_decay=t.weight_decay)
             d_opt = None

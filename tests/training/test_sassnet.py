@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sassnet_tf import losses
 from sassnet_tf.models import build_discriminator, build_vnet
 from sassnet_tf.schedules import StepDecay
 from sassnet_tf.training.precision import apply_precision
@@ -26,11 +27,11 @@ def make_batch(labeled_bs=2, unlabeled_bs=2, seed=0):
     }
 
 
-def make_model(mode="sassnet", lr=0.01, d_lr=1e-3):
+def make_model(mode="sassnet", lr=0.01, d_lr=1e-3, seg_loss="dice"):
     keras.utils.set_random_seed(1)
     vnet = build_vnet(n_filters=2)
     disc = build_discriminator(ndf=4) if mode == "sassnet" else None
-    model = SASSNet(vnet, disc, mode=mode, consistency=0.5, rampup_interval=1, rampup_length=1)
+    model = SASSNet(vnet, disc, mode=mode, consistency=0.5, rampup_interval=1, rampup_length=1, seg_loss=seg_loss)
     model.compile(TorchSGD(StepDecay(lr, (100,), 0.1), momentum=0.9, coupled_weight_decay=1e-4),
                   keras.optimizers.Adam(d_lr) if mode == "sassnet" else None)
     model.build_optimizers()
@@ -123,6 +124,31 @@ def test_ablation_modes(mode, keys):
     assert set(logs) == keys and changed(v0, model.vnet)
     if mode == "supervised":
         assert float(logs["loss"]) == pytest.approx(float(logs["dice_loss"]))
+
+
+@pytest.mark.parametrize("seg_loss", ["ce", "ce_dice"])
+def test_the_segmentation_loss_option_replaces_dice_in_the_total(seg_loss):
+    """`seg_loss` ce / ce_dice (the authors' supervised-only V-Net scripts): the step minimises that term, recomputed
+    here from the network's output on the same batch, and still logs the Dice loss beside it."""
+    model = make_model("supervised", seg_loss=seg_loss)
+    model.vnet = build_vnet(n_filters=2, dropout=0.0)  # no dropout: the step's forward pass can be repeated
+    model.compile(TorchSGD(0.01))
+    model.build_optimizers()
+    batch = make_batch(unlabeled_bs=0)
+    out = model.vnet(batch["labeled_image"], training=True)
+    expected = float(losses.segmentation_loss(out["seg"], batch["label"], seg_loss))
+    dice = float(losses.dice_loss(tf.sigmoid(out["seg"]), batch["label"]))
+    v0 = snapshot(model.vnet)
+    logs = model.train_step(batch)
+    assert set(logs) == {"loss", "seg_loss", "dice_loss", "lr"} and changed(v0, model.vnet)
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(logs["seg_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(logs["dice_loss"]) == pytest.approx(dice, rel=1e-5)
+    assert abs(expected - dice) > 1e-3
+    restored = SASSNet.from_config(model.get_config())
+    assert restored.seg_loss == seg_loss
+    with pytest.raises(ValueError, match=r"seg_loss 'focal' is not one of dice, ce, ce_dice"):
+        make_model("supervised", seg_loss="focal")
 
 
 def test_loss_is_the_reference_combination():

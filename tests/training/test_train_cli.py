@@ -49,6 +49,25 @@ def test_run_folder_contents(data_root, tmp_path):
     assert (out / "weights" / "vnet_last.weights.h5").read_bytes() == before
 
 
+def test_the_segmentation_loss_option_reaches_the_training_step(data_root, tmp_path):
+    """`train.seg_loss=ce_dice` (the authors' supervised-only V-Net scripts) is what the run minimises and logs."""
+    import tensorflow as tf
+
+    out = tmp_path / "run"
+    assert main(train_args(data_root, out, "--iterations", "2", "train.mode=supervised", "train.seg_loss=ce_dice",
+                           "data.labeled_bs=4")) == 0
+    saved = load_config(str(out / "config.yaml"))
+    assert saved.train.seg_loss == "ce_dice" and saved.data.labeled_bs == 4
+    logged = {}
+    for path in (out / "logs").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                if value.tag in ("train/loss", "train/seg_loss", "train/dice_loss"):
+                    logged.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    assert logged["train/seg_loss"] == pytest.approx(logged["train/loss"])
+    assert logged["train/dice_loss"] != pytest.approx(logged["train/loss"])
+
+
 def test_a_resumed_run_says_running_before_its_first_checkpoint(data_root, tmp_path, monkeypatch):
     """run.json turns "running" when training resumes, not at the next checkpoint, so `la_results.py status` does not
     show a resumed full-resolution SASSNet run as stopped for its first 50 iterations."""
