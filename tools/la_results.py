@@ -153,30 +153,31 @@ PROTOCOLS = {
 }
 
 
-def _ablation_of_official(key: str, title: str, sets: tuple, schedule: str, row_keys: tuple) -> Protocol:
-    """A protocol that is `official` with `sets` on top, for `row_keys` only: the same schedule, evaluations and
-    seeds, so each of its runs pairs with `official`'s run of that row and seed."""
-    return replace(PROTOCOLS["official"], key=key, title=f"Ablation: {title}", sets=sets,
-                   schedule=f"as `official`, {schedule}; the same seeds, so each run pairs with `official`'s",
-                   row_keys=row_keys, paired_with="official")
+def _ablation_of(key: str, title: str, sets: tuple, schedule: str, row_keys: tuple,
+                          base: str = "official") -> Protocol:
+    """A protocol that is `base` (`official` unless said) with `sets` on top, for `row_keys` only: the same schedule,
+    evaluations and seeds, so each of its runs pairs with `base`'s run of that row and seed."""
+    return replace(PROTOCOLS[base], key=key, title=f"Ablation: {title}", sets=PROTOCOLS[base].sets + sets,
+                   schedule=f"as `{base}`, {schedule}; the same seeds, so each run pairs with `{base}`'s",
+                   row_keys=row_keys, paired_with=base, half_resolution_twin=None)
 
 
 for _ablation in (
     # Issue 21: `train.d_reuse_forward` becomes the default only if the same rows with the same seeds lose no Dice.
-    _ablation_of_official("official_d_reuse", "`official` with the D step reusing the network step's forward pass "
+    _ablation_of("official_d_reuse", "`official` with the D step reusing the network step's forward pass "
                           "(`train.d_reuse_forward=true`)", ("train.d_reuse_forward=true",),
                           "with the discriminator step fed the network step's SDMs (training-mode batch norm and "
                           "dropout) instead of a second, inference-mode forward pass", ("sassnet_16", "sassnet_8")),
     # Issue 19 point 4: is the 8-label row's adversarial weight (the reference's 0.015, against 0.01 at 16 labels,
     # where the discriminator stays weaker) what costs SASSNet (8) typical scans? The 16-label value, not a tuned one.
-    _ablation_of_official("official_w010", "`official` SASSNet (8) with the 16-label adversarial weight "
+    _ablation_of("official_w010", "`official` SASSNet (8) with the 16-label adversarial weight "
                           "(`train.consistency=0.01`)", ("train.consistency=0.01",),
                           "with w(t)'s maximum 0.01 (the reference's value for 16 labeled scans) instead of 0.015",
                           ("sassnet_8",)),
     # Issue 19 point 4: SASSNet's gain over V-Net sits on the dark test scans. Does intensity augmentation alone give
     # V-Net that gain (and does SASSNet add to it)? The range spans the training images' contrast: image std over
     # the 80 scans of train.list 0.31-1.65 around a median of 0.92 (findings, session 3), i.e. x0.34-x1.8.
-    _ablation_of_official("official_intensity", "`official` with intensity augmentation "
+    _ablation_of("official_intensity", "`official` with intensity augmentation "
                           "(`data.intensity_scale=[0.34,1.8]`)", ("data.intensity_scale=[0.34,1.8]",),
                           "with each training patch's image multiplied by a random factor exp(U(ln 0.34, ln 1.8)) "
                           "after the reference's rotation, flip and crop (whose random draws stay the same)",
@@ -184,10 +185,18 @@ for _ablation in (
     # Issue 19 point 4: the `official` rows trained in mixed_bfloat16 (what `auto` picks on the AVX512-BF16 EPYC).
     # Do bf16 numerics cost SASSNet (8) -- the adversarial and SDM terms are small differences of large ones -- or
     # V-Net (8)? The same runs in float32 separate it.
-    _ablation_of_official("official_float32", "`official` in float32 (`train.precision=float32`)",
+    _ablation_of("official_float32", "`official` in float32 (`train.precision=float32`)",
                           ("train.precision=float32",),
                           "trained and evaluated in float32 instead of what `--precision auto` picks (mixed_bfloat16 "
                           "on the CPUs with native bf16 the `official` rows ran on)", ("vnet_8", "sassnet_8")),
+    # Issue 20 point 4: our V-Net rows train as SASSNet's trainer does (2 labeled patches, Dice); the authors'
+    # supervised-only V-Net script in UA-MT (which SASSNet's code is built on) takes 4 patches and (CE + Dice) / 2.
+    # Does that find the two dark test scans that full-resolution V-Net (16) misses?
+    _ablation_of("full_uamt", "`full` V-Net as UA-MT's supervised-only script trains it "
+                          "(`data.labeled_bs=4`, `train.seg_loss=ce_dice`)",
+                          ("data.labeled_bs=4", "train.seg_loss=ce_dice"),
+                          "with 4 labeled patches per iteration instead of 2 and the loss (cross-entropy + Dice) / 2 "
+                          "instead of Dice (about twice the time per iteration)", ("vnet_16",), base="full"),
 ):
     PROTOCOLS[_ablation.key] = _ablation
 DEFAULT_PROTOCOL = "half"

@@ -300,6 +300,21 @@ def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(
             assert config == reference  # the same run otherwise: each pairs with official's
 
 
+def test_the_full_resolution_ablation_trains_v_net_16_as_ua_mt_s_script_and_pairs_with_full():
+    """Issue 20 point 4: `full_uamt` is `full` V-Net (16) with 4 labeled patches and (CE + Dice) / 2, nothing else."""
+    ablation, full = la_results.PROTOCOLS["full_uamt"], la_results.PROTOCOLS["full"]
+    assert [row.key for row in ablation.rows] == ["vnet_16"]
+    assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
+    assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
+    [row] = ablation.rows
+    config = la_results.row_config(row, ablation, 1337).to_dict()
+    reference = la_results.row_config(row, full, 1337).to_dict()
+    assert (config["data"].pop("labeled_bs"), reference["data"].pop("labeled_bs")) == (4, 2)
+    assert (config["train"].pop("seg_loss"), reference["train"].pop("seg_loss")) == ("ce_dice", "dice")
+    assert config == reference and config["train"]["checkpoint_every"] == 50  # full's settings otherwise
+    assert ablation.folder == "la_full_uamt"
+
+
 def test_an_ablation_refuses_a_row_it_does_not_train():
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--protocol", "official_d_reuse"])
