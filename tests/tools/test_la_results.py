@@ -315,6 +315,19 @@ def test_the_full_resolution_ablation_trains_v_net_16_as_ua_mt_s_script_and_pair
     assert ablation.folder == "la_full_uamt"
 
 
+def test_the_full_resolution_float32_ablation_changes_only_the_precision_of_v_net_sdm_8():
+    """Issue 20 point 4: `full_float32` is `full` V-Net + SDM (8) in float32, nothing else, paired with `full`."""
+    ablation, full = la_results.PROTOCOLS["full_float32"], la_results.PROTOCOLS["full"]
+    assert [row.key for row in ablation.rows] == ["vnet_sdm_8"]
+    assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
+    assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
+    [row] = ablation.rows
+    config = la_results.row_config(row, ablation, 1337).to_dict()
+    reference = la_results.row_config(row, full, 1337).to_dict()
+    assert (config["train"].pop("precision"), reference["train"].pop("precision")) == ("float32", "auto")
+    assert config == reference and ablation.folder == "la_full_float32"
+
+
 def test_an_ablation_refuses_a_row_it_does_not_train():
     with pytest.raises(SystemExit):
         la_results.main(["run", "vnet_16", "--protocol", "official_d_reuse"])
