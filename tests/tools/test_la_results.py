@@ -300,32 +300,25 @@ def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(
             assert config == reference  # the same run otherwise: each pairs with official's
 
 
-def test_the_full_resolution_ablation_trains_v_net_16_as_ua_mt_s_script_and_pairs_with_full():
-    """Issue 20 point 4: `full_uamt` is `full` V-Net (16) with 4 labeled patches and (CE + Dice) / 2, nothing else."""
-    ablation, full = la_results.PROTOCOLS["full_uamt"], la_results.PROTOCOLS["full"]
-    assert [row.key for row in ablation.rows] == ["vnet_16"]
+@pytest.mark.parametrize("key, row_key, changed", [
+    # `full` V-Net (16) with 4 labeled patches and (CE + Dice) / 2, as UA-MT's supervised-only script trains it
+    ("full_uamt", "vnet_16", {("data", "labeled_bs"): (4, 2), ("train", "seg_loss"): ("ce_dice", "dice")}),
+    # `full` V-Net + SDM (8) in float32: does bf16 cost it at full resolution?
+    ("full_float32", "vnet_sdm_8", {("train", "precision"): ("float32", "auto")}),
+])
+def test_a_full_resolution_ablation_changes_only_its_settings_and_pairs_with_full(key, row_key, changed):
+    """Issue 20 point 4: each `full_*` ablation is `full`'s row with its settings on top, nothing else."""
+    ablation, full = la_results.PROTOCOLS[key], la_results.PROTOCOLS[key.split("_")[0]]
+    assert [row.key for row in ablation.rows] == [row_key]
     assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
     assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
     [row] = ablation.rows
     config = la_results.row_config(row, ablation, 1337).to_dict()
     reference = la_results.row_config(row, full, 1337).to_dict()
-    assert (config["data"].pop("labeled_bs"), reference["data"].pop("labeled_bs")) == (4, 2)
-    assert (config["train"].pop("seg_loss"), reference["train"].pop("seg_loss")) == ("ce_dice", "dice")
+    for (section, name), values in changed.items():
+        assert (config[section].pop(name), reference[section].pop(name)) == values
     assert config == reference and config["train"]["checkpoint_every"] == 50  # full's settings otherwise
-    assert ablation.folder == "la_full_uamt"
-
-
-def test_the_full_resolution_float32_ablation_changes_only_the_precision_of_v_net_sdm_8():
-    """Issue 20 point 4: `full_float32` is `full` V-Net + SDM (8) in float32, nothing else, paired with `full`."""
-    ablation, full = la_results.PROTOCOLS["full_float32"], la_results.PROTOCOLS["full"]
-    assert [row.key for row in ablation.rows] == ["vnet_sdm_8"]
-    assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
-    assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
-    [row] = ablation.rows
-    config = la_results.row_config(row, ablation, 1337).to_dict()
-    reference = la_results.row_config(row, full, 1337).to_dict()
-    assert (config["train"].pop("precision"), reference["train"].pop("precision")) == ("float32", "auto")
-    assert config == reference and ablation.folder == "la_full_float32"
+    assert ablation.folder == f"la_{key}"
 
 
 def test_an_ablation_refuses_a_row_it_does_not_train():
