@@ -197,8 +197,8 @@ for _ablation in (
                           ("data.labeled_bs=4", "train.seg_loss=ce_dice"),
                           "with 4 labeled patches per iteration instead of 2 and the loss (cross-entropy + Dice) / 2 "
                           "instead of Dice (about twice the time per iteration)", ("vnet_16",), base="full"),
-    # Issue 20 point 4: full-resolution V-Net + SDM (8) in mixed_bfloat16 lost 8 of 20 test scans that the float32
-    # V-Net (8) found. Is it bf16 at full resolution (the half-resolution float32 pairs tested V-Net alone)?
+    # Issue 20 point 4: full-resolution V-Net + SDM (8) in mixed_bfloat16 scored 7-42 points below the float32 V-Net (8)
+    # on 8 of 20 test scans. Is it bf16 at full resolution (the half-resolution float32 pairs tested V-Net alone)?
     _ablation_of("full_float32", "`full` in float32 (`train.precision=float32`)", ("train.precision=float32",),
                           "trained and evaluated in float32 instead of what `--precision auto` picks (mixed_bfloat16 "
                           "on the CPUs with native bf16 the row ran on)", ("vnet_sdm_8",), base="full"),

@@ -308,7 +308,7 @@ def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(
 ])
 def test_a_full_resolution_ablation_changes_only_its_settings_and_pairs_with_full(key, row_key, changed):
     """Issue 20 point 4: each `full_*` ablation is `full`'s row with its settings on top, nothing else."""
-    ablation, full = la_results.PROTOCOLS[key], la_results.PROTOCOLS[key.split("_")[0]]
+    ablation, full = la_results.PROTOCOLS[key], la_results.PROTOCOLS["full"]
     assert [row.key for row in ablation.rows] == [row_key]
     assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
     assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
