@@ -14,7 +14,8 @@ Four protocols share the rows (methods x labels): `half` ("LA half resolution", 
 seeds) and `full` (the paper's full-resolution configs, one seed, a checkpoint every 50 iterations; with V-Net on all
 80 scans labeled), each also scored on the 20 volumes of `test.list` (records `<row>-seed<S>`). A row trains
 `configs/<row config>` (plus the protocol's overrides) into `runs/la_<protocol>/<row>` (`--resume` when the run folder
-exists), then evaluates the last weights on the 10 held-out cases of `configs/lists/la_eval10.list`, with and without
+exists), then evaluates the last weights on the 10 cases of `configs/lists/la_eval10.list` (held out of every row but
+V-Net (80), which labels all of train.list), with and without
 the largest-component filter ("NMS"), and copies what a table needs (run.json, config, evaluation summaries, per-case
 metrics, the training scalars as CSV: no weights) to `docs/results/la_<protocol>/<row>`. Run folders are scratch that a
 new machine does not have; `table` reads only those records, so a table regenerated anywhere keeps every finished row
@@ -42,6 +43,9 @@ sys.path.insert(0, REPO)  # sassnet_tf from this checkout; imported lazily (Tens
 from tools.records import run_name as key_run_name  # noqa: E402  (the records' naming rule)
 
 EVAL_LIST = "configs/lists/la_eval10.list"
+# The development list is the last 10 IDs of train.list's 80 and a row labels the first N: a row with N > 70 trains on
+# those 10 cases' labels, so its development-list numbers are training-set numbers.
+TRAIN_CASES, EVAL_CASES = 80, 10
 DEFAULT_ROOT = "../shared/data/LA"
 RECORDS = "docs/results"
 FINDINGS = "docs/results/findings.md"
@@ -205,6 +209,11 @@ for _ablation in (
 ):
     PROTOCOLS[_ablation.key] = _ablation
 DEFAULT_PROTOCOL = "half"
+
+
+def trains_on_eval_list(row: Row) -> bool:
+    """Whether a row's labeled cases (the first N of train.list) include the development list (its last 10)."""
+    return row.labeled > TRAIN_CASES - EVAL_CASES
 
 
 def run_name(row: Row, seed) -> str:
@@ -533,13 +542,17 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
                       " | ".join(label for _, label in METRIC_COLUMNS) +
                       (" | paper Dice | paper Jaccard | paper ASD | paper 95HD |" if index == 0 and not nms else " |"),
                       "|---" * (8 + (4 if index == 0 and not nms else 0)) + "|"]
+            seen = [row for row in protocol.rows if evaluation == "la_eval10" and trains_on_eval_list(row)]
             for row in protocol.rows:
                 metrics = seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)
                 cells = " | ".join(_mean_std(metrics[column]) for column, _ in METRIC_COLUMNS)
                 paper = "".join(f" {v:.2f} |" for v in row.paper) if index == 0 and not nms else ""
-                lines.append(f"| {row.method} | {row.labeled} | {row.unlabeled} | {len(finished[row.key])} | {cells} |"
-                             f"{paper}")
+                lines.append(f"| {row.method}{' †' if row in seen else ''} | {row.labeled} | {row.unlabeled} | "
+                             f"{len(finished[row.key])} | {cells} |{paper}")
             lines.append("")
+            if seen:
+                lines += ["† trained on these 10 cases' labels (it labels all 80 scans of `train.list`): training-set "
+                          "numbers, not held-out ones.", ""]
             if index == 0 and not nms:
                 lines += _comparisons(protocol.rows, finished, eval_dir)
                 if protocol.half_resolution_twin:

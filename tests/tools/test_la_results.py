@@ -383,6 +383,37 @@ def test_the_full_table_sets_each_row_beside_the_paper_and_its_half_resolution_s
     assert "Against the paper's Dice" not in official
 
 
+def test_the_development_table_marks_the_row_that_trained_on_those_cases_labels(tmp_path):
+    full = la_results.PROTOCOLS["full"]
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    for key in ("vnet_8", "vnet_80"):
+        folder = records / "la_full" / f"{key}-seed1337"
+        _finished_run(folder, la_results.ROW_BY_KEY[key], full, 50.0, **{"train.seed": 1337})
+        _write(folder / "eval-test" / "summary.json", _summary(80.0))
+        _write(folder / "eval-test-nms" / "summary.json", _summary(80.0))
+    text = "\n".join(la_results.seeds_section(full, str(records / "la_full"), str(runs / "la_full")))
+    test_table = text.split("### `test`\n")[1].split("###")[0]
+    dev_table = text.split("### `la_eval10`\n")[1].split("###")[0]
+    assert "| V-Net (all labeled) | 80 |" in test_table and "†" not in test_table
+    assert "| V-Net (all labeled) † | 80 |" in dev_table and "| V-Net | 8 |" in dev_table
+    assert "† trained on these 10 cases' labels" in dev_table
+    assert [row.key for row in la_results.ROWS if la_results.trains_on_eval_list(row)] == ["vnet_80"]
+
+
+REAL_LA = REPO.parent / "shared" / "data" / "LA"
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL_LA.is_dir(), reason="../shared/data/LA is absent")
+def test_the_development_list_is_the_last_ten_cases_of_the_real_train_list():
+    from sassnet_tf.data.dataset_layout import open_dataset
+
+    layout = open_dataset(str(REAL_LA))
+    train = layout.read_list("train.list")
+    assert len(train) == la_results.TRAIN_CASES
+    assert layout.read_list(str(REPO / la_results.EVAL_LIST)) == train[-la_results.EVAL_CASES:]
+
+
 def test_status_tells_a_run_in_training_from_one_whose_process_ended(tmp_path):
     from sassnet_tf.training.run_dir import RunDir
 
