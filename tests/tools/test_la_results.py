@@ -300,25 +300,29 @@ def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(
             assert config == reference  # the same run otherwise: each pairs with official's
 
 
-@pytest.mark.parametrize("key, row_key, changed", [
-    # `full` V-Net (16) with 4 labeled patches and (CE + Dice) / 2, as UA-MT's supervised-only script trains it
-    ("full_uamt", "vnet_16", {("data", "labeled_bs"): (4, 2), ("train", "seg_loss"): ("ce_dice", "dice")}),
+@pytest.mark.parametrize("key, row_keys, changed", [
+    # `full` V-Net (16) and (80) with 4 labeled patches and (CE + Dice) / 2, as UA-MT's supervised-only script trains it
+    ("full_uamt", ["vnet_16", "vnet_80"], {("data", "labeled_bs"): (4, 2), ("train", "seg_loss"): ("ce_dice", "dice")}),
     # `full` V-Net + SDM (8) in float32: does bf16 cost it at full resolution?
-    ("full_float32", "vnet_sdm_8", {("train", "precision"): ("float32", "auto")}),
+    ("full_float32", ["vnet_sdm_8"], {("train", "precision"): ("float32", "auto")}),
 ])
-def test_a_full_resolution_ablation_changes_only_its_settings_and_pairs_with_full(key, row_key, changed):
-    """Issue 20 point 4: each `full_*` ablation is `full`'s row with its settings on top, nothing else."""
+def test_a_full_resolution_ablation_changes_only_its_settings_and_pairs_with_full(key, row_keys, changed):
+    """Issue 20 point 4: each `full_*` ablation is `full`'s rows with its settings on top, nothing else."""
     ablation, full = la_results.PROTOCOLS[key], la_results.PROTOCOLS["full"]
-    assert [row.key for row in ablation.rows] == [row_key]
+    assert [row.key for row in ablation.rows] == row_keys
     assert ablation.paired_with == "full" and ablation.half_resolution_twin is None and ablation.full_resolution
     assert ablation.seeds == full.seeds and ablation.evaluations == full.evaluations
-    [row] = ablation.rows
+    for row in ablation.rows:
+        _assert_only_changed(row, ablation, full, changed)
+    assert ablation.folder == f"la_{key}"
+
+
+def _assert_only_changed(row, ablation, full, changed):
     config = la_results.row_config(row, ablation, 1337).to_dict()
     reference = la_results.row_config(row, full, 1337).to_dict()
     for (section, name), values in changed.items():
         assert (config[section].pop(name), reference[section].pop(name)) == values
     assert config == reference and config["train"]["checkpoint_every"] == 50  # full's settings otherwise
-    assert ablation.folder == f"la_{key}"
 
 
 def test_an_ablation_refuses_a_row_it_does_not_train():
@@ -494,7 +498,8 @@ def test_status_shows_only_the_protocol_and_rows_asked_for(capsys):
     shown = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert shown == set(la_results.PROTOCOLS)
     assert la_results.main(["status", "vnet_80"]) == 0  # without --protocol a row of any protocol may be named
-    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [["full", "vnet_80-seed1337"]]
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [["full", "vnet_80-seed1337"],
+                                                                                   ["full_uamt", "vnet_80-seed1337"]]
     with pytest.raises(SystemExit):  # a row the protocol does not train is refused, as for `run`
         la_results.main(["status", "--protocol", "official_w010", "vnet_8"])
 
