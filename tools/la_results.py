@@ -535,7 +535,7 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
             if done:
                 finished[row.key].append((seed, record, state))
             progress[row.key].append((seed, state, config.train.iterations))
-    for index, (evaluation, _) in enumerate(protocol.evaluations):
+    for index, (evaluation, evaluation_list) in enumerate(protocol.evaluations):
         for nms in (False, True):
             eval_dir = dirs[2 * index + nms]
             title = f"`{evaluation}`" + (", largest connected component kept (\"+NMS\")" if nms else "")
@@ -543,7 +543,7 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
                       " | ".join(label for _, label in METRIC_COLUMNS) +
                       (" | paper Dice | paper Jaccard | paper ASD | paper 95HD |" if index == 0 and not nms else " |"),
                       "|---" * (8 + (4 if index == 0 and not nms else 0)) + "|"]
-            seen = [row for row in protocol.rows if evaluation == "la_eval10" and trains_on_eval_list(row)]
+            seen = [row for row in protocol.rows if evaluation_list == EVAL_LIST and trains_on_eval_list(row)]
             for row in protocol.rows:
                 metrics = seed_metrics([record for _, record, _ in finished[row.key]], eval_dir)
                 cells = " | ".join(_mean_std(metrics[column]) for column, _ in METRIC_COLUMNS)
@@ -552,8 +552,8 @@ def seeds_section(protocol: Protocol, records: str, runs: str) -> list:
                              f"{len(finished[row.key])} | {cells} |{paper}")
             lines.append("")
             if seen:
-                lines += ["† trained on these 10 cases' labels (it labels all 80 scans of `train.list`): "
-                          "training-set numbers, not held-out ones.", ""]
+                lines += [f"† trained on these {EVAL_CASES} cases' labels (it labels all {TRAIN_CASES} scans of "
+                          "`train.list`): training-set numbers, not held-out ones.", ""]
             if index == 0 and not nms:
                 lines += _comparisons(protocol.rows, finished, eval_dir)
                 if protocol.half_resolution_twin:

@@ -404,15 +404,11 @@ def test_the_development_table_marks_the_row_that_trained_on_those_cases_labels(
     assert [row.key for row in la_results.ROWS if la_results.trains_on_eval_list(row)] == ["vnet_80"]
 
 
-REAL_LA = REPO.parent / "shared" / "data" / "LA"
-
-
 @pytest.mark.real_data
-@pytest.mark.skipif(not REAL_LA.is_dir(), reason="../shared/data/LA is absent")
-def test_the_development_list_is_the_last_ten_cases_of_the_real_train_list():
+def test_the_development_list_is_the_last_ten_cases_of_the_real_train_list(la_root):
     from sassnet_tf.data.dataset_layout import open_dataset
 
-    layout = open_dataset(str(REAL_LA))
+    layout = open_dataset(str(la_root))
     train = layout.read_list("train.list")
     assert len(train) == la_results.TRAIN_CASES
     assert layout.read_list(str(REPO / la_results.EVAL_LIST)) == train[-la_results.EVAL_CASES:]
