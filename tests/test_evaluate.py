@@ -69,7 +69,7 @@ def _write_la_case(root, case_id, image, label):
 
 
 @pytest.fixture(scope="module")
-def la_root(tmp_path_factory):
+def tiny_la_root(tmp_path_factory):
     """Tiny LA-layout dataset: image = label + small noise, so a 'threshold at 0.5' model is exact."""
     root = tmp_path_factory.mktemp("la")
     rng = np.random.default_rng(0)
@@ -117,12 +117,12 @@ def _read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_saved_model_with_a_known_network_scores_perfectly(la_root, tmp_path, capsys):
+def test_saved_model_with_a_known_network_scores_perfectly(tiny_la_root, tmp_path, capsys):
     base = tmp_path / "models" / "sassnet"
     _ThresholdModule.save(base / "1", patch=(16, 16, 16))  # an older version the newest must win over
     _ThresholdModule.save(base / "2")
     out = tmp_path / "eval"
-    code = ev.main(["--model", str(base), "--data-root", str(la_root), "--output", str(out), "--nms"])
+    code = ev.main(["--model", str(base), "--data-root", str(tiny_la_root), "--output", str(out), "--nms"])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "[1/3] case_a: dice 1.0000" in printed and "[3/3] case_c" in printed
@@ -147,10 +147,10 @@ def test_saved_model_with_a_known_network_scores_perfectly(la_root, tmp_path, ca
         assert (out / "png" / f"{case_id}.png").stat().st_size > 1000
 
 
-def test_without_nms_the_bright_spot_costs_dice(la_root, tmp_path):
+def test_without_nms_the_bright_spot_costs_dice(tiny_la_root, tmp_path):
     model = _ThresholdModule.save(tmp_path / "sm")
     out = tmp_path / "eval"
-    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(out), "--no-png",
+    assert ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(out), "--no-png",
                     "--stride", "8", "8", "4", "--gaussian", "--batch-size", "3"]) == 0
     rows = {r["case"]: r for r in _read_csv(out / "per_case.csv")}
     label = _blob(SHAPES["case_a"], [19, 17, 11], [10, 9, 6])
@@ -164,10 +164,10 @@ def test_without_nms_the_bright_spot_costs_dice(la_root, tmp_path):
     assert summary["settings"]["batch_size"] == 3 and summary["settings"]["nms"] is False
 
 
-def test_downsampled_model_is_scored_at_full_resolution(la_root, tmp_path):
+def test_downsampled_model_is_scored_at_full_resolution(tiny_la_root, tmp_path):
     model = _ThresholdModule.save(tmp_path / "sm", patch=(16, 16, 16), stride=(8, 8, 8), downsample=2)
     out = tmp_path / "eval"
-    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(out), "--no-png"]) == 0
+    assert ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(out), "--no-png"]) == 0
     import nibabel as nib
 
     for case_id, shape in SHAPES.items():
@@ -178,7 +178,7 @@ def test_downsampled_model_is_scored_at_full_resolution(la_root, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def run_dir(la_root, tmp_path_factory):
+def run_dir(tiny_la_root, tmp_path_factory):
     """A run folder as train.py writes it (config.yaml + weights/vnet_best.weights.h5) with a tiny V-Net."""
     import keras
 
@@ -189,7 +189,7 @@ def run_dir(la_root, tmp_path_factory):
     keras.utils.set_random_seed(3)
     run = tmp_path_factory.mktemp("run")
     config = Config().replace(**{
-        "data.root": str(la_root), "data.patch_size": list(PATCH), "model.n_filters": 2,
+        "data.root": str(tiny_la_root), "data.patch_size": list(PATCH), "model.n_filters": 2,
         "eval.stride": list(STRIDE), "eval.batch_size": 2, "train.precision": "float32",
     })
     save_config(config, str(run / "config.yaml"))
@@ -198,7 +198,7 @@ def run_dir(la_root, tmp_path_factory):
     # foreground and few sit near the threshold -- the predictions (and their metrics) are then non-trivial.
     from sassnet_tf.data.dataset_layout import open_dataset
 
-    image = open_dataset(str(la_root)).load("case_a").image[:32, :32, :16]
+    image = open_dataset(str(tiny_la_root)).load("case_a").image[:32, :32, :16]
     logits = vnet(image[None, ..., None], training=False)["seg"].numpy()
     kernel, bias = vnet.seg_head.get_weights()
     vnet.seg_head.set_weights([20.0 * kernel, 20.0 * (bias - np.median(logits))])
@@ -207,7 +207,7 @@ def run_dir(la_root, tmp_path_factory):
     return run
 
 
-def test_run_dir_end_to_end(run_dir, la_root):
+def test_run_dir_end_to_end(run_dir, tiny_la_root):
     import nibabel as nib
 
     from sassnet_tf.data.dataset_layout import open_dataset
@@ -217,7 +217,7 @@ def test_run_dir_end_to_end(run_dir, la_root):
     out = run_dir / "eval-test"
     rows = _read_csv(out / "per_case.csv")
     assert [r["case"] for r in rows] == list(SHAPES)
-    layout = open_dataset(str(la_root))
+    layout = open_dataset(str(tiny_la_root))
     assert all(0.01 < float(r["dice"]) < 0.99 and math.isfinite(float(r["hd95"])) for r in rows)  # non-trivial
     for r in rows:  # the CSV's Dice is the Dice of the written prediction against the case's label
         prediction = np.asarray(nib.load(str(out / "predictions" / f"{r['case']}.nii.gz")).dataobj)
@@ -228,7 +228,7 @@ def test_run_dir_end_to_end(run_dir, la_root):
 
 
 @pytest.mark.slow
-def test_run_dir_and_its_exported_saved_model_score_the_same(run_dir, la_root, tmp_path):
+def test_run_dir_and_its_exported_saved_model_score_the_same(run_dir, tiny_la_root, tmp_path):
     from sassnet_tf.export.saved_model import export_saved_model
     from sassnet_tf.training.run_dir import load_vnet
 
@@ -239,7 +239,7 @@ def test_run_dir_and_its_exported_saved_model_score_the_same(run_dir, la_root, t
         vnet, str(tmp_path / "models" / "sassnet"), patch_size=PATCH, stride=STRIDE, threshold=0.5, gaussian=False,
         batch_size=2, preprocessing={"normalize": "zscore", "downsample": 1}, config=config, warmup=False,
     )
-    assert ev.main(["--model", os.path.dirname(version), "--data-root", str(la_root), "--output",
+    assert ev.main(["--model", os.path.dirname(version), "--data-root", str(tiny_la_root), "--output",
                     str(tmp_path / "eval-sm"), "--no-png"]) == 0
     exported = _read_csv(tmp_path / "eval-sm" / "per_case.csv")
     assert [r["case"] for r in exported] == list(SHAPES)
@@ -248,7 +248,7 @@ def test_run_dir_and_its_exported_saved_model_score_the_same(run_dir, la_root, t
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-4, nan_ok=True), (a["case"], key)
 
 
-def test_bad_inputs_exit_2_naming_the_problem(run_dir, la_root, tmp_path, capsys):
+def test_bad_inputs_exit_2_naming_the_problem(run_dir, tiny_la_root, tmp_path, capsys):
     assert ev.main(["--model", str(run_dir), "--list", "missing.list", "--output", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
     assert "no_such_case" in err and "missing.list" in err and "Traceback" not in err
@@ -269,10 +269,10 @@ def test_bad_inputs_exit_2_naming_the_problem(run_dir, la_root, tmp_path, capsys
     assert "nowhere" in capsys.readouterr().err
 
     sm = _ThresholdModule.save(tmp_path / "sm_bad", patch=(30, 32, 16))
-    assert ev.main(["--model", str(sm), "--data-root", str(la_root), "--output", str(tmp_path / "o5")]) == 2
+    assert ev.main(["--model", str(sm), "--data-root", str(tiny_la_root), "--output", str(tmp_path / "o5")]) == 2
     assert "patch_size [30, 32, 16]: each axis must be a multiple of 16" in capsys.readouterr().err
     good = _ThresholdModule.save(tmp_path / "sm_good")
-    assert ev.main(["--model", str(good), "--data-root", str(la_root)]) == 2
+    assert ev.main(["--model", str(good), "--data-root", str(tiny_la_root)]) == 2
     assert "--output: required" in capsys.readouterr().err
 
 
@@ -291,23 +291,19 @@ def test_image_and_label_shape_mismatch(tmp_path, run_dir, capsys):
     assert "mri_norm2.h5" in err and "shape" in err and "Traceback" not in err
 
 
-REAL_LA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "LA")
-
-
 @pytest.mark.real_data
-@pytest.mark.skipif(not os.path.isdir(REAL_LA), reason="../shared/data/LA is absent")
-def test_real_la_case_end_to_end(tmp_path):
+def test_real_la_case_end_to_end(la_root, tmp_path):
     import nibabel as nib
 
     from sassnet_tf.data.dataset_layout import open_dataset
     from sassnet_tf.metrics import case_metrics
 
-    layout = open_dataset(REAL_LA)
+    layout = open_dataset(str(la_root))
     case_id = layout.read_list("train.list")[0]
     (tmp_path / "one.list").write_text(case_id + "\n")
     model = _ThresholdModule.save(tmp_path / "sm", patch=(112, 112, 80), stride=(56, 56, 40))
     out = tmp_path / "eval"
-    assert ev.main(["--model", str(model), "--data-root", REAL_LA, "--list", str(tmp_path / "one.list"),
+    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--list", str(tmp_path / "one.list"),
                     "--output", str(out)]) == 0
     case = layout.load(case_id)
     prediction = np.asarray(nib.load(str(out / "predictions" / f"{case_id}.nii.gz")).dataobj)
@@ -320,10 +316,10 @@ def test_real_la_case_end_to_end(tmp_path):
         assert float(row[key]) == pytest.approx(expected[key], abs=1e-5)
 
 
-def test_nms_output_scores_one_inference_both_ways(la_root, tmp_path, capsys):
+def test_nms_output_scores_one_inference_both_ways(tiny_la_root, tmp_path, capsys):
     model = _ThresholdModule.save(tmp_path / "sm")
     plain, largest = tmp_path / "eval", tmp_path / "eval-nms"
-    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(plain), "--no-png",
+    assert ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(plain), "--no-png",
                     "--nms-output", str(largest)]) == 0
     assert "(NMS)" in capsys.readouterr().out
     by_case = {f: {r["case"]: r for r in _read_csv(f / "per_case.csv")} for f in (plain, largest)}
@@ -333,7 +329,7 @@ def test_nms_output_scores_one_inference_both_ways(la_root, tmp_path, capsys):
     assert json.loads((largest / "summary.json").read_text())["settings"]["nms"] is True
     # The same as a separate --nms run: one pass gives both tables.
     separate = tmp_path / "separate"
-    assert ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(separate), "--no-png",
+    assert ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(separate), "--no-png",
                     "--nms"]) == 0
     for r in _read_csv(separate / "per_case.csv"):
         assert r["dice"] == by_case[largest][r["case"]]["dice"] and r["asd"] == by_case[largest][r["case"]]["asd"]
@@ -343,12 +339,12 @@ def test_nms_output_scores_one_inference_both_ways(la_root, tmp_path, capsys):
     assert a.sum() == b.sum() + 27
 
 
-def test_nms_output_needs_a_plain_output(la_root, tmp_path, capsys):
+def test_nms_output_needs_a_plain_output(tiny_la_root, tmp_path, capsys):
     model = _ThresholdModule.save(tmp_path / "sm")
-    code = ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(tmp_path / "a"), "--nms",
+    code = ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(tmp_path / "a"), "--nms",
                     "--nms-output", str(tmp_path / "b")])
     assert code == 2 and "--nms-output" in capsys.readouterr().err
-    code = ev.main(["--model", str(model), "--data-root", str(la_root), "--output", str(tmp_path / "a"),
+    code = ev.main(["--model", str(model), "--data-root", str(tiny_la_root), "--output", str(tmp_path / "a"),
                     "--nms-output", str(tmp_path / "a")])
     assert code == 2 and "must differ from --output" in capsys.readouterr().err
 
