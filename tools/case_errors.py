@@ -28,7 +28,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
 
-from tools.records import recorded_files  # noqa: E402
+from tools.records import LA_ROOT, default_la_root, recorded_files  # noqa: E402
 
 CSV = "case_errors.csv"
 NEAR, FAR = 3, 10  # voxels from the atrium: a boundary error / a leak or stray blob
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default="runs/la_official", help="run folders (with the evaluations' predictions)")
     parser.add_argument("--records", default="docs/results/la_official")
     parser.add_argument("--evaluation", default="test", help="the eval-<name> folder of each run and record")
-    parser.add_argument("--data-root", default="../shared/data/LA", help="the labels (the LA release)")
+    parser.add_argument("--data-root", default=default_la_root(), help=f"the labels (the LA release; default {LA_ROOT})")
     parser.add_argument("--json", help="also write the summary as JSON here")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.records):

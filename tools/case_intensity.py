@@ -23,7 +23,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
 
-from tools.records import recorded_files  # noqa: E402
+from tools.records import LA_ROOT, default_la_root, recorded_files  # noqa: E402
 
 
 def recorded_dice(records: str, evaluation: str) -> dict:
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--records", default="docs/results/la_official")
     parser.add_argument("--evaluation", default="test", help="the eval-<name> folder of each record")
     parser.add_argument("--list", default="test.list", help="the cases' list file (relative to the data root)")
-    parser.add_argument("--data-root", default="../shared/data/LA")
+    parser.add_argument("--data-root", default=default_la_root(), help=f"the LA release (default {LA_ROOT})")
     parser.add_argument("--json", help="also write the result as JSON here")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.data_root):

@@ -40,13 +40,13 @@ from dataclasses import dataclass, replace
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # sassnet_tf from this checkout; imported lazily (TensorFlow is slow to load)
 
+from tools.records import LA_ROOT as DEFAULT_ROOT  # noqa: E402  (relative to the root, where the commands run)
 from tools.records import run_name as key_run_name  # noqa: E402  (the records' naming rule)
 
 EVAL_LIST = "configs/lists/la_eval10.list"
 # The development list is the last 10 IDs of train.list's 80 and a row labels the first N: a row with N > 70 trains on
 # those 10 cases' labels, so its development-list numbers are training-set numbers.
 TRAIN_CASES, EVAL_CASES = 80, 10
-DEFAULT_ROOT = "../shared/data/LA"
 RECORDS = "docs/results"
 FINDINGS = "docs/results/findings.md"
 CURVE_TAGS = ("train/loss", "train/dice_loss", "train/sdm_loss", "train/d_loss")  # plotted

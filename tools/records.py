@@ -1,7 +1,8 @@
-"""Where the recorded LA runs lie: `<records>/<row>[-seed<S>]/...`, as `la_results` writes them under docs/results.
+"""Where the LA data and the recorded LA runs lie: `<records>/<row>[-seed<S>]/...`, as `la_results` writes them.
 
 The naming rule lives here once: `la_results` names its runs and records with `run_name`, and the analysis tools
-(case_errors, case_intensity, training_balance) read them back with `recorded_files`.
+(case_errors, case_intensity, training_balance) read them back with `recorded_files`. The LA release's default place
+is here once too (`LA_ROOT`, `default_la_root`), for every tool's `--data-root`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ import os
 import re
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The LA release beside the checkout, relative to the repository root: as the configs' data.root and the commands
+# la_results writes (which run from the root) name it.
+LA_ROOT = "../shared/data/LA"
+
+
+def default_la_root() -> str:
+    """`LA_ROOT` as an absolute path, so a tool run from any working directory finds the release."""
+    return os.path.normpath(os.path.join(REPO, LA_ROOT))
 
 
 def run_name(row: str, seed) -> str:

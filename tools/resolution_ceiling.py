@@ -24,6 +24,9 @@ import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # tools.records and sassnet_tf from this checkout
+
+from tools.records import LA_ROOT, default_la_root  # noqa: E402
 
 
 def case_ceiling(label, factor: int) -> dict:
@@ -56,12 +59,11 @@ def analyse(data_root: str, list_file: str, factor: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data", "LA"))
+    p.add_argument("--data-root", default=default_la_root(), help=f"the LA release (default {LA_ROOT})")
     p.add_argument("--list", default="test.list", help="list file of case IDs, relative to the root")
     p.add_argument("--factor", type=int, default=2, help="the protocol's downsampling factor")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-    sys.path.insert(0, REPO)
     if not os.path.isfile(os.path.join(args.data_root, args.list)):
         print(f"resolution_ceiling: error: {os.path.join(args.data_root, args.list)}: no such list file",
               file=sys.stderr)

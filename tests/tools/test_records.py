@@ -1,6 +1,11 @@
-"""tools/records.py: the recorded runs' layout, `<records>/<row>[-seed<S>]/...`."""
+"""tools/records.py: the recorded runs' layout, `<records>/<row>[-seed<S>]/...`, and the LA release's default place."""
 
-from tools.records import recorded_files, row_of, run_name
+import os
+import pathlib
+
+import yaml
+
+from tools.records import LA_ROOT, REPO, default_la_root, recorded_files, row_of, run_name
 
 
 def test_row_of_strips_the_seed_only():
@@ -30,3 +35,12 @@ def test_recorded_files_finds_each_runs_file_by_row(tmp_path):
     assert [run for _, run, _ in recorded_files(str(tmp_path), "eval-test", "per_case.csv", rows={"vnet_8"})] == [
         "vnet_8-seed1337", "vnet_8-seed1338"]
     assert recorded_files(str(tmp_path / "missing"), "scalars.csv") == []
+
+
+def test_the_la_root_default_is_the_configs_data_root_from_the_repository():
+    assert os.path.isabs(default_la_root())
+    assert pathlib.Path(default_la_root()) == (pathlib.Path(REPO) / LA_ROOT).resolve()
+    configs = sorted((pathlib.Path(REPO) / "sassnet_tf" / "configs").glob("la_*.yaml"))
+    assert configs
+    for config in configs:  # train.py, run from the root, reads the same place the tools default to
+        assert yaml.safe_load(config.read_text())["data"]["root"] == LA_ROOT, config.name
