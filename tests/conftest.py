@@ -11,8 +11,9 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-LA_ROOT = REPO.parent / "shared" / "data" / "LA"
+from tools.records import default_la_root  # noqa: E402  (the one place the tools and the tests look for the data)
+
+LA_ROOT = pathlib.Path(default_la_root())
 
 
 def pytest_collection_modifyitems(config, items):
