@@ -3,8 +3,8 @@
 What `auto` picks, per machine kind, and why (measured on 2-core cloud VMs, docs/PERFORMANCE.md):
 
 - GPU -> mixed_float16: float16 tensor cores; loss scaling on both optimizers (only a GPU can confirm its speed).
-- CPU with AMX (Intel Xeon, Sapphire Rapids and later) -> mixed_bfloat16: oneDNN's AMX kernels, 6.6 s vs 11.8 s per
-  full SASSNet iteration.
+- CPU with AMX (Intel Xeon, Sapphire Rapids and later) -> mixed_bfloat16: oneDNN's AMX kernels, 3.45 s vs 6.92 s per
+  full SASSNet iteration (session 39); their bf16 convolutions pass bench/probe_bf16_conv.py.
 - AMD CPU with AVX512-BF16, no AMX (EPYC Zen 4 / Zen 5) -> mixed_bfloat16: native bf16 dot products, 6.8 s vs 11.2 s
   on Zen 4. oneDNN's bf16 filter gradient there is wrong on short axes; the model avoids that kernel
   (`sassnet_tf.models.safe_conv3d`).
