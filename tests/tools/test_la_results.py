@@ -48,6 +48,8 @@ def test_the_full_protocol_trains_the_paper_s_configs_and_checkpoints_often():
     config = la_results.row_config(la_results.ROW_BY_KEY["sassnet_8"], full, 1337)
     assert config.data.patch_size == (112, 112, 80) and config.data.downsample == 1
     assert config.train.consistency == 0.015 and config.train.checkpoint_every == 50 and config.train.seed == 1337
+    # official's seeds, 1337 first: issue 20's one-seed table fills before any row gets a spread
+    assert full.seeds == la_results.PROTOCOLS["official"].seeds and full.seeds[0] == 1337
     train = la_results.row_commands(la_results.ROW_BY_KEY["vnet_80"], full, seed=1337)[0]
     assert "--config configs/la_vnet_80labeled.yaml" in train and "--output runs/la_full/vnet_80-seed1337" in train
     with pytest.raises(SystemExit):
@@ -489,13 +491,14 @@ def test_the_precision_cell_names_the_bf16_hardware_of_every_cpu_a_run_trained_o
 def test_status_shows_only_the_protocol_and_rows_asked_for(capsys):
     assert la_results.main(["status", "--protocol", "full", "sassnet_8", "vnet_80"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in lines] == [["full", "sassnet_8-seed1337"], ["full", "vnet_80-seed1337"]]
+    assert [line.split()[:2] for line in lines] == [["full", f"{row}-seed{seed}"] for row in ("sassnet_8", "vnet_80")
+                                                    for seed in (1337, 1338, 1339)]
     assert la_results.main(["status"]) == 0  # no filter: every protocol's every run
     shown = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert shown == set(la_results.PROTOCOLS)
     assert la_results.main(["status", "vnet_80"]) == 0  # without --protocol a row of any protocol may be named
-    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [["full", "vnet_80-seed1337"],
-                                                                                   ["full_uamt", "vnet_80-seed1337"]]
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [
+        [protocol, f"vnet_80-seed{seed}"] for protocol in ("full", "full_uamt") for seed in (1337, 1338, 1339)]
     with pytest.raises(SystemExit):  # a row the protocol does not train is refused, as for `run`
         la_results.main(["status", "--protocol", "official_w010", "vnet_8"])
 
