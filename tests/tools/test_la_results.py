@@ -307,6 +307,8 @@ def test_an_ablation_changes_one_setting_of_its_rows_and_keeps_official_s_seeds(
     ("full_uamt", ["vnet_16", "vnet_80"], {("data", "labeled_bs"): (4, 2), ("train", "seg_loss"): ("ce_dice", "dice")}),
     # `full` V-Net + SDM (8) in float32: does bf16 cost it at full resolution?
     ("full_float32", ["vnet_sdm_8"], {("train", "precision"): ("float32", "auto")}),
+    # `full` SASSNet (16) with the 8-label adversarial weight: does a stronger pull find the dark scans?
+    ("full_w015", ["sassnet_16"], {("train", "consistency"): (0.015, 0.01)}),
 ])
 def test_a_full_resolution_ablation_changes_only_its_settings_and_pairs_with_full(key, row_keys, changed):
     """Issue 20 point 4: each `full_*` ablation is `full`'s rows with its settings on top, nothing else."""
