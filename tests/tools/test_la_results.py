@@ -391,17 +391,22 @@ def test_the_full_table_sets_each_row_beside_the_paper_and_its_half_resolution_s
     assert "Against the paper's Dice" not in official
 
 
+def _full_section(tmp_path, keys, test_dice, test_nms_dice):
+    """The `full` protocol's Markdown with `keys`' seed-1337 runs finished and scored on test.list."""
+    full = la_results.PROTOCOLS["full"]
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    for key in keys:
+        folder = records / "la_full" / f"{key}-seed1337"
+        _finished_run(folder, la_results.ROW_BY_KEY[key], full, 50.0, **{"train.seed": 1337})
+        _write(folder / "eval-test" / "summary.json", _summary(test_dice))
+        _write(folder / "eval-test-nms" / "summary.json", _summary(test_nms_dice))
+    return "\n".join(la_results.seeds_section(full, str(records / "la_full"), str(runs / "la_full")))
+
+
 def test_the_largest_component_table_shows_the_paper_s_numbers_with_it_where_it_gives_them(tmp_path):
     """Issue 20 point 1: each row with and without the largest component beside the paper's rows (REFERENCE.md gives
     the paper's +NMS numbers for SASSNet only)."""
-    full = la_results.PROTOCOLS["full"]
-    records, runs = tmp_path / "records", tmp_path / "runs"
-    for key in ("vnet_16", "sassnet_16"):
-        folder = records / "la_full" / f"{key}-seed1337"
-        _finished_run(folder, la_results.ROW_BY_KEY[key], full, 50.0, **{"train.seed": 1337})
-        _write(folder / "eval-test" / "summary.json", _summary(85.0))
-        _write(folder / "eval-test-nms" / "summary.json", _summary(86.0))
-    text = "\n".join(la_results.seeds_section(full, str(records / "la_full"), str(runs / "la_full")))
+    text = _full_section(tmp_path, ("vnet_16", "sassnet_16"), 85.0, 86.0)
     plain = text.split("### `test`\n")[1].split("###")[0]
     nms = text.split("### `test`, largest connected component kept")[1].split("###")[0]
     assert "| SASSNet | 16 | 64 | 1 | 85.00 | 75.00 | 2.50 | 9.00 | 89.27 | 80.82 | 3.13 | 8.83 |" in plain
@@ -412,14 +417,7 @@ def test_the_largest_component_table_shows_the_paper_s_numbers_with_it_where_it_
 
 
 def test_the_development_table_marks_the_row_that_trained_on_those_cases_labels(tmp_path):
-    full = la_results.PROTOCOLS["full"]
-    records, runs = tmp_path / "records", tmp_path / "runs"
-    for key in ("vnet_8", "vnet_80"):
-        folder = records / "la_full" / f"{key}-seed1337"
-        _finished_run(folder, la_results.ROW_BY_KEY[key], full, 50.0, **{"train.seed": 1337})
-        _write(folder / "eval-test" / "summary.json", _summary(80.0))
-        _write(folder / "eval-test-nms" / "summary.json", _summary(80.0))
-    text = "\n".join(la_results.seeds_section(full, str(records / "la_full"), str(runs / "la_full")))
+    text = _full_section(tmp_path, ("vnet_8", "vnet_80"), 80.0, 80.0)
     test_table = text.split("### `test`\n")[1].split("###")[0]
     dev_table = text.split("### `la_eval10`\n")[1].split("###")[0]
     assert "| V-Net (all labeled) | 80 |" in test_table and "†" not in test_table
